@@ -1,0 +1,27 @@
+# Two entry points do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test install data clean
+
+$(BIN)/miniunlearn: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(BIN)/miniunlearn
+
+install: $(BIN)/miniunlearn
+
+demo: install
+	$(BIN)/miniunlearn demo
+
+test: install
+	$(BIN)/python -m pytest
+
+# Optional: Fashion-MNIST from Debian (needs root); used by the paper benchmark, not by demo or tests.
+data:
+	apt-get update && apt-get install -y dataset-fashion-mnist
+
+clean:
+	rm -rf $(VENV) build *.egg-info

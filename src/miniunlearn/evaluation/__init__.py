@@ -1,0 +1,1 @@
+"""Metrics, membership-inference attacks and reports for unlearned models."""

@@ -1,0 +1,123 @@
+"""Mini-Unlearning's minimal training record and its curvature profiles."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from miniunlearn.errors import RunError
+from miniunlearn.models.objective import Objective
+from miniunlearn.storage import load_tensors, save_tensors
+
+PROFILES = ("exact", "minimal")
+MINIMAL_MAX_VECTORS = 64
+DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes allowed for the exact profile's two p x p matrices
+
+
+def exact_profile_bytes(n_params: int, itemsize: int = 8) -> int:
+    return 2 * n_params * n_params * itemsize
+
+
+def choose_profile(requested: str, n_params: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> str:
+    """``exact`` when its two dense p x p matrices fit ``memory_budget``, else ``minimal``."""
+    if requested not in ("auto", *PROFILES):
+        raise ValueError(f"unknown curvature profile {requested!r}; choose auto, exact or minimal")
+    if requested != "auto":
+        return requested
+    return "exact" if exact_profile_bytes(n_params) <= memory_budget else "minimal"
+
+
+@dataclass
+class MiniHistory:
+    """The minimal record of SPEC section 3 (all tensors float64 unless stated)."""
+
+    profile: str
+    theta: torch.Tensor       # w_T
+    grad_sum: torch.Tensor    # G_D(w_T) = sum_i grad l_i(w_T), no regulariser
+    n: int
+    l2: float
+    fingerprint: str
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+    # exact profile:   "hessian"  mean loss Hessian at w_T (p x p)
+    #                  "precond"  (hessian + l2 I)^-1 (p x p)
+    # minimal profile: "basis"    (k x p) orthonormal top eigenvectors of the mean loss Hessian
+    #                  "eigvals"  (k,) their eigenvalues
+    #                  "diag"     (p,) the Hessian's diagonal
+
+    @property
+    def nbytes(self) -> int:
+        tensors = [self.theta, self.grad_sum, *self.tensors.values()]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    def save(self, path: str | Path) -> int:
+        tensors = {"theta": self.theta, "grad_sum": self.grad_sum, **self.tensors}
+        meta = {"format": "miniunlearn-history/1", "profile": self.profile, "n": self.n, "l2": repr(self.l2),
+                "fingerprint": self.fingerprint}
+        return save_tensors(path, tensors, meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "MiniHistory":
+        tensors, meta = load_tensors(path, "Mini-Unlearning history")
+        if meta.get("format") != "miniunlearn-history/1":
+            raise RunError(f"{path} is not a Mini-Unlearning history file (format {meta.get('format')!r})")
+        profile = meta.get("profile")
+        needed = {"exact": ("hessian", "precond"), "minimal": ("basis", "eigvals", "diag")}.get(profile)
+        if needed is None:
+            raise RunError(f"history {path} has unknown curvature profile {profile!r}")
+        missing = [k for k in ("theta", "grad_sum", *needed) if k not in tensors]
+        if missing:
+            raise RunError(f"history {path} is incomplete: missing {', '.join(missing)}")
+        for name, t in tensors.items():
+            if not torch.isfinite(t).all():
+                raise RunError(f"history {path} is corrupted: tensor {name!r} holds NaN or inf")
+        theta, grad_sum = tensors.pop("theta"), tensors.pop("grad_sum")
+        return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors)
+
+
+def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iterations: int = 4, seed: int = 0):
+    """Top-k eigenpairs of the mean loss Hessian by randomized block subspace iteration (block HVPs)."""
+    p = theta.numel()
+    gen = torch.Generator().manual_seed(seed)
+    block = min(p, k + 8)
+    Q, _ = torch.linalg.qr(torch.randn(p, block, dtype=theta.dtype, generator=gen))
+    l2 = objective.l2
+    for _ in range(iterations):
+        Q, _ = torch.linalg.qr(objective.hvp(theta, Q) - l2 * Q)
+    HQ = objective.hvp(theta, Q) - l2 * Q
+    small = Q.T @ HQ
+    vals, vecs = torch.linalg.eigh(0.5 * (small + small.T))
+    order = torch.argsort(vals, descending=True)[:k]
+    return vals[order], (Q @ vecs[:, order]).T.contiguous()
+
+
+def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, fingerprint: str,
+                       curvature_dtype: torch.dtype = torch.float64, minimal_rank: int = MINIMAL_MAX_VECTORS - 2,
+                       ) -> MiniHistory:
+    """Record w_T, G_D(w_T) and the curvature of ``profile`` at w_T (one gradient pass + curvature)."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown curvature profile {profile!r}")
+    start = time.perf_counter()
+    grad_sum = objective.grad_sum(theta)
+    tensors: dict[str, torch.Tensor] = {}
+    if profile == "exact":
+        hessian = objective.hessian_loss_mean(theta, dtype=curvature_dtype)
+        shifted = hessian.to(torch.float64, copy=True)
+        shifted.diagonal().add_(objective.l2)
+        factor = torch.linalg.cholesky(shifted)
+        del shifted
+        precond = torch.cholesky_inverse(factor).to(curvature_dtype)
+        del factor
+        tensors = {"hessian": hessian, "precond": precond}
+    else:
+        if not 1 <= minimal_rank <= MINIMAL_MAX_VECTORS - 2:
+            raise ValueError(f"minimal_rank must lie in [1, {MINIMAL_MAX_VECTORS - 2}]")
+        eigvals, basis = _top_eigenpairs(objective, theta, minimal_rank)
+        tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.hessian_diag(theta) - objective.l2}
+    history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors)
+    history.info = {"build_time_s": time.perf_counter() - start, "curvature_dtype": str(curvature_dtype).replace("torch.", "")}
+    return history

@@ -1,0 +1,112 @@
+"""Chunked, bounded-memory access to a subset of a dataset's training rows."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Iterator, Sequence, TypeVar
+
+import numpy as np
+import torch
+
+T = TypeVar("T")
+DEFAULT_CHUNK_ROWS = 8192
+# Below this many bytes a float64 copy of an index subset is materialised once, so repeated
+# passes (training, refine passes) read contiguous memory instead of gathering every time.
+MATERIALIZE_BYTES = 2 << 30
+
+
+class Rows:
+    """The rows ``ids`` of ``(X, y)`` (all rows when ``ids`` is None), served in fixed chunks.
+
+    Chunk boundaries depend only on ``chunk_rows``, never on the number of workers, and
+    :meth:`map_reduce` sums per-chunk results in chunk order, so a result is bitwise the
+    same for 1 or N workers.
+    """
+
+    def __init__(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None,
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1):
+        self.X_source = X
+        self.y_source = y
+        self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
+        self.chunk_rows = int(chunk_rows)
+        self.workers = max(1, int(workers))
+        self.rows_read = 0  # for pass accounting: rows touched by sweeps so far
+        self._X = None
+        self._y = None
+        n = len(y) if self.ids is None else len(self.ids)
+        in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
+        if in_memory and (self.ids is None or n * X.shape[1] * 8 <= MATERIALIZE_BYTES):
+            X_sel = X if self.ids is None else X[self.ids]
+            y_sel = y if self.ids is None else y[self.ids]
+            self._X = torch.from_numpy(np.ascontiguousarray(X_sel))
+            self._y = torch.from_numpy(np.ascontiguousarray(y_sel, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.y_source) if self.ids is None else len(self.ids)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X_source.shape[1])
+
+    def subset(self, positions: np.ndarray) -> "Rows":
+        """Rows at ``positions`` within this set (positions, not dataset ids)."""
+        base = np.arange(len(self.y_source)) if self.ids is None else self.ids
+        return Rows(self.X_source, self.y_source, base[np.asarray(positions, dtype=np.int64)],
+                    self.chunk_rows, self.workers)
+
+    def chunk_bounds(self) -> list[tuple[int, int]]:
+        n = len(self)
+        return [(s, min(s + self.chunk_rows, n)) for s in range(0, n, self.chunk_rows)]
+
+    def chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows ``start:stop`` of this set as float64 / int64 tensors."""
+        if self._X is not None:
+            return self._X[start:stop], self._y[start:stop]
+        if self.ids is None:
+            X = np.asarray(self.X_source[start:stop], dtype=np.float64)
+            y = np.asarray(self.y_source[start:stop], dtype=np.int64)
+        else:
+            sel = self.ids[start:stop]
+            X = np.asarray(self.X_source[sel], dtype=np.float64)
+            y = np.asarray(self.y_source[sel], dtype=np.int64)
+        return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All rows at once (only for sets that fit in memory)."""
+        if self._X is not None:
+            return self._X, self._y
+        return self.chunk(0, len(self))
+
+    def map_reduce(self, fn: Callable[[torch.Tensor, torch.Tensor], T],
+                   reduce: Callable[[Sequence[T]], T] | None = None) -> T:
+        """Apply ``fn(X_chunk, y_chunk)`` to every chunk and sum the results in chunk order."""
+        bounds = self.chunk_bounds()
+
+        def run(bound):
+            return fn(*self.chunk(*bound))
+
+        if self.workers > 1 and len(bounds) > 1:
+            with ThreadPoolExecutor(self.workers) as pool:
+                parts = list(pool.map(run, bounds))
+        else:
+            parts = [run(b) for b in bounds]
+        self.rows_read += len(self)
+        if reduce is not None:
+            return reduce(parts)
+        return _ordered_sum(parts)
+
+    def iter_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for bound in self.chunk_bounds():
+            yield self.chunk(*bound)
+
+
+def _ordered_sum(parts):
+    if not parts:
+        raise ValueError("no rows to sum over")
+    first = parts[0]
+    if isinstance(first, tuple):
+        return tuple(_ordered_sum([p[i] for p in parts]) for i in range(len(first)))
+    total = first.clone() if isinstance(first, torch.Tensor) else first
+    for part in parts[1:]:
+        total = total + part
+    return total

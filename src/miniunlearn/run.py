@@ -1,0 +1,171 @@
+"""Run directories: what training writes and every later command reads.
+
+    RUN/
+      run.json               config, data fingerprint, timings, metrics  (written last: marks the run complete)
+      model.safetensors      "weight" (C, d) and "bias" (C,), as torch.nn.Linear stores them
+      history.safetensors    Mini-Unlearning's minimal history (converged runs)
+      deltagrad.safetensors  DeltaGrad's per-iteration history (when asked for)
+
+Every file is written atomically; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miniunlearn.errors import DataError, RunError
+from miniunlearn.models.logistic import LogisticRegression
+from miniunlearn.storage import atomic_write_json, load_tensors, read_json, save_tensors
+
+RUN_FORMAT = "miniunlearn-run/1"
+RUN_JSON = "run.json"
+MODEL_FILE = "model.safetensors"
+HISTORY_FILE = "history.safetensors"
+DELTAGRAD_FILE = "deltagrad.safetensors"
+
+
+def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Tensor,
+               metadata: dict | None = None) -> Path:
+    path = Path(directory) / MODEL_FILE
+    meta = {"format": "miniunlearn-model/1", "kind": model.kind, "n_features": model.n_features,
+            "n_classes": model.n_classes, **(metadata or {})}
+    save_tensors(path, model.to_linear(theta), meta)
+    return path
+
+
+def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict]:
+    """Load a model directory's (or file's) ``model.safetensors``: returns (model, theta, metadata)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    tensors, meta = load_tensors(path, "model file", names=["weight", "bias"])
+    weight, bias = tensors["weight"], tensors["bias"]
+    if weight.dim() != 2 or bias.dim() != 1 or weight.shape[0] != bias.shape[0]:
+        raise RunError(f"model file {path} is corrupted: weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise RunError(f"model file {path} is corrupted: NaN or inf parameters")
+    model = LogisticRegression(weight.shape[1], weight.shape[0])
+    return model, model.from_linear(weight, bias), meta
+
+
+class Run:
+    """A trained run directory (see the module docstring)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunError(f"run directory not found: {self.path}")
+        self.meta = read_json(self.path / RUN_JSON, "run.json")
+        if self.meta.get("format") != RUN_FORMAT:
+            raise RunError(f"{self.path / RUN_JSON} is not a miniunlearn run (format {self.meta.get('format')!r})")
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return self.meta["config"]
+
+    @property
+    def l2(self) -> float:
+        return float(self.config["l2"])
+
+    @property
+    def mode(self) -> str:
+        return self.config["mode"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["dataset"]["fingerprint"]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.meta["dataset"]["n_train"])
+
+    @cached_property
+    def model(self) -> LogisticRegression:
+        m = self.meta["model"]
+        return LogisticRegression(int(m["n_features"]), int(m["n_classes"]))
+
+    # -- files -----------------------------------------------------------------------------
+    def theta(self) -> torch.Tensor:
+        model, theta, _ = load_model(self.path)
+        if (model.n_features, model.n_classes) != (self.model.n_features, self.model.n_classes):
+            raise RunError(f"{self.path / MODEL_FILE} does not match run.json's model shape")
+        return theta
+
+    @cached_property
+    def dataset(self):
+        """The training data, reloaded from the recorded spec and checked against the fingerprint."""
+        from miniunlearn.data import load_dataset
+
+        dataset = load_dataset(self.meta["dataset"]["spec"])
+        self.check_dataset(dataset)
+        return dataset
+
+    def check_dataset(self, dataset) -> None:
+        if dataset.fingerprint() != self.fingerprint:
+            raise DataError(f"the data for {self.meta['dataset']['spec']!r} no longer matches run {self.path}: "
+                            f"fingerprint {dataset.fingerprint()[:23]}... != recorded {self.fingerprint[:23]}...; "
+                            "the history was computed on other data, so unlearning against it is refused")
+
+    def history_path(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    def mini_history(self):
+        from miniunlearn.history import MiniHistory
+
+        if not self.history_path().is_file():
+            raise RunError(f"run {self.path} has no Mini-Unlearning history ({HISTORY_FILE}); "
+                           "train it in converged mode to record one")
+        history = MiniHistory.load(self.history_path())
+        if history.fingerprint != self.fingerprint:
+            raise RunError(f"history {self.history_path()} belongs to other data (fingerprint mismatch)")
+        if history.theta.numel() != self.model.n_params:
+            raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
+        return history
+
+    def deltagrad_history(self):
+        from miniunlearn.history import DeltaGradHistory
+
+        path = self.path / DELTAGRAD_FILE
+        if not path.is_file():
+            raise RunError(f"run {self.path} has no DeltaGrad history ({DELTAGRAD_FILE}); train with "
+                           "`--mode trajectory --deltagrad-history` to record one")
+        history = DeltaGradHistory.load(path)
+        if history.fingerprint != self.fingerprint:
+            raise RunError(f"DeltaGrad history {path} belongs to other data (fingerprint mismatch)")
+        return history
+
+    def schedule(self):
+        from miniunlearn.training.trajectory import SGDSchedule
+
+        if self.mode != "trajectory":
+            raise RunError(f"run {self.path} was trained in {self.mode} mode, not trajectory mode")
+        return SGDSchedule.from_dict(self.config["sgd"])
+
+    def write_meta(self) -> None:
+        atomic_write_json(self.path / RUN_JSON, self.meta)
+
+
+def open_run(path: str | Path) -> Run:
+    return Run(path)
+
+
+def prepare_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
+    """Create ``path`` for new results, refusing to replace existing results unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"output path {path} exists and is not a directory")
+    if (path / marker).exists() and not overwrite:
+        raise RunError(f"{path} already holds results ({marker}); choose another --out or pass --overwrite")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def retained_ids(n_train: int, forget_ids: np.ndarray) -> np.ndarray:
+    keep = np.ones(n_train, dtype=bool)
+    keep[forget_ids] = False
+    return np.flatnonzero(keep)

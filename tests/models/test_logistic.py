@@ -1,0 +1,83 @@
+import numpy as np
+import pytest
+import torch
+
+from miniunlearn.models import LogisticRegression, Objective, Rows
+
+
+@pytest.fixture
+def problem(rng):
+    n, d, C = 40, 5, 4
+    X = torch.from_numpy(rng.normal(size=(n, d)))
+    y = torch.from_numpy(rng.integers(0, C, size=n))
+    model = LogisticRegression(d, C)
+    theta = torch.from_numpy(rng.normal(size=model.n_params))
+    return model, theta, X, y
+
+
+def test_closed_form_derivatives_match_autograd(problem):
+    model, theta, X, y = problem
+    loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X), y, reduction="sum")
+    t = theta.clone().requires_grad_()
+    grad_auto = torch.autograd.grad(loss(t), t)[0]
+    hess_auto = torch.autograd.functional.hessian(loss, theta)
+    loss_sum, grad_sum = model.loss_grad_sum(theta, X, y)
+    assert torch.allclose(loss_sum, loss(theta))
+    assert torch.allclose(grad_sum, grad_auto, atol=1e-12)
+    assert torch.allclose(model.hessian_sum(theta, X, y), hess_auto, atol=1e-12)
+    V = torch.randn(model.n_params, 3, dtype=torch.float64)
+    assert torch.allclose(model.hvp_sum(theta, X, y, V), hess_auto @ V, atol=1e-12)
+    assert torch.allclose(model.hvp_sum(theta, X, y, V[:, 0]), hess_auto @ V[:, 0], atol=1e-12)
+    assert torch.allclose(model.hessian_diag_sum(theta, X, y), hess_auto.diagonal(), atol=1e-12)
+
+
+def test_per_sample_grads_by_torch_func(problem):
+    model, theta, X, y = problem
+    per_sample = model.per_sample_grads(theta, X, y)
+    assert per_sample.shape == (len(y), model.n_params)
+    for i in (0, 7, 39):
+        single = model.grad_sum(theta, X[i:i + 1], y[i:i + 1])
+        assert torch.allclose(per_sample[i], single, atol=1e-13)
+
+
+def test_linear_layout_round_trip(problem):
+    model, theta, X, _ = problem
+    parts = model.to_linear(theta)
+    layer = torch.nn.Linear(model.n_features, model.n_classes, dtype=torch.float64)
+    with torch.no_grad():
+        layer.weight.copy_(parts["weight"])
+        layer.bias.copy_(parts["bias"])
+    assert torch.allclose(layer(X), model.logits(theta, X))
+    assert torch.equal(model.from_linear(parts["weight"], parts["bias"]), theta)
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_objective_chunks_and_workers_do_not_change_sums(rng, workers):
+    n, d, C = 1000, 6, 3
+    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
+    model = LogisticRegression(d, C)
+    theta = torch.from_numpy(rng.normal(size=model.n_params))
+    whole = Objective(model, Rows(X, y, chunk_rows=10_000), 0.1)
+    chunked = Objective(model, Rows(X, y, chunk_rows=97, workers=workers), 0.1)
+    v1, g1 = whole.value_grad(theta)
+    v2, g2 = chunked.value_grad(theta)
+    assert v1 == pytest.approx(v2, rel=1e-13) and torch.allclose(g1, g2, rtol=1e-12)
+    assert torch.allclose(whole.hessian_loss_mean(theta), chunked.hessian_loss_mean(theta), atol=1e-13)
+    assert chunked.passes == 2.0
+    # a subset of rows equals the same rows given directly
+    ids = np.array([3, 10, 500, 999])
+    sub = Objective(model, Rows(X, y, ids, chunk_rows=2), 0.1)
+    direct = Objective(model, Rows(X[ids], y[ids]), 0.1)
+    assert torch.allclose(sub.value_grad(theta)[1], direct.value_grad(theta)[1], atol=1e-14)
+
+
+def test_memmap_rows_are_served_as_float64(tmp_path, rng):
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.float32, (50, 3))
+    X[:] = rng.normal(size=(50, 3))
+    X.flush()
+    X = np.load(tmp_path / "x.npy", mmap_mode="r")
+    y = rng.integers(0, 2, size=50)
+    rows = Rows(X, y, np.array([1, 4, 9]), chunk_rows=2)
+    chunks = list(rows.iter_chunks())
+    assert [len(c[1]) for c in chunks] == [2, 1] and chunks[0][0].dtype == torch.float64
+    assert np.allclose(chunks[0][0].numpy(), X[[1, 4]])
