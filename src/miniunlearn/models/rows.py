@@ -77,21 +77,19 @@ class Rows:
             return self._X, self._y
         return self.chunk(0, len(self))
 
-    def map_reduce(self, fn: Callable[..., T], reduce: Callable[[Sequence[T]], T] | None = None,
-                   indexed: bool = False) -> T:
-        """Apply ``fn(X_chunk, y_chunk)`` (``fn(index, X_chunk, y_chunk)`` when ``indexed``) to every
-        chunk and sum the results in chunk order."""
+    def map_reduce(self, fn: Callable[[torch.Tensor, torch.Tensor], T],
+                   reduce: Callable[[Sequence[T]], T] | None = None) -> T:
+        """Apply ``fn(X_chunk, y_chunk)`` to every chunk and sum the results in chunk order."""
         bounds = self.chunk_bounds()
 
-        def run(numbered):
-            index, bound = numbered
-            return fn(index, *self.chunk(*bound)) if indexed else fn(*self.chunk(*bound))
+        def run(bound):
+            return fn(*self.chunk(*bound))
 
         if self.workers > 1 and len(bounds) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
-                parts = list(pool.map(run, enumerate(bounds)))
+                parts = list(pool.map(run, bounds))
         else:
-            parts = [run(b) for b in enumerate(bounds)]
+            parts = [run(b) for b in bounds]
         self.rows_read += len(self)
         if reduce is not None:
             return reduce(parts)
