@@ -2,7 +2,7 @@
 
 * :class:`MiniHistory` -- Mini-Unlearning's minimal record (SPEC section 3): the final parameters
   w_T, the full-data gradient sum G_D(w_T) and a curvature model at w_T, in one of two profiles:
-  ``exact`` (the dense mean loss Hessian and the inverse of Hessian + lambda I) or ``minimal``
+  ``exact`` (the inverse of the dense mean loss Hessian + lambda I) or ``minimal``
   (at most 64 vectors of p: a low-rank eigen-summary plus the diagonal).
 * :class:`DeltaGradHistory` -- DeltaGrad's full record: w_t and g_t for every SGD iteration.
 """

@@ -44,9 +44,7 @@ class MiniHistory:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
 
-    # exact profile:   "precond"         (H_D + l2 I)^-1, H_D the mean loss Hessian at w_T (p x p)
-    #                  "self_influence"  (n x C) float32, see exact_curvature()
-    #                  "grad_var"        (1,) trace of the per-row gradient covariance at w_T
+    # exact profile:   "precond"  (H_D + l2 I)^-1, H_D the mean loss Hessian at w_T (p x p)
     # minimal profile: "basis"    (k x p) orthonormal top eigenvectors of the mean loss Hessian
     #                  "eigvals"  (k,) their eigenvalues
     #                  "diag"     (p,) the Hessian's diagonal
@@ -68,7 +66,7 @@ class MiniHistory:
         if meta.get("format") != "miniunlearn-history/1":
             raise RunError(f"{path} is not a Mini-Unlearning history file (format {meta.get('format')!r})")
         profile = meta.get("profile")
-        needed = {"exact": ("precond", "self_influence", "grad_var"), "minimal": ("basis", "eigvals", "diag")}.get(profile)
+        needed = {"exact": ("precond",), "minimal": ("basis", "eigvals", "diag")}.get(profile)
         if needed is None:
             raise RunError(f"history {path} has unknown curvature profile {profile!r}")
         missing = [k for k in ("theta", "grad_sum", *needed) if k not in tensors]
@@ -99,60 +97,20 @@ def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iteration
 
 
 def exact_curvature(objective: Objective, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> dict:
-    """The exact profile: ``precond = (H_D + lambda I)^-1`` and per-row self-influence logits.
+    """The exact profile: ``precond = (H_D + lambda I)^-1``, H_D the mean loss Hessian at w_T.
 
-    ``H_D`` is the mean loss Hessian at w_T, built densely and Cholesky-inverted once
-    (cost ~ n p^2 (C+1)/C flops, then p^3). Unlearning only ever applies ``precond``:
-    with ``P^-1 = H_D + lambda I`` the retained Hessian is ``n P^-1 - H_U - r lambda I``.
-
-    ``self_influence[i] = (I (x) x~_i)^T P (grad l_i(w_T) + lambda w_T)`` (C numbers per row) is
-    how far row i's own logits move when row i alone is removed, times (n - r). The
-    nonlinear correction uses it to treat forgotten rows as if they were retained ones.
-    ``grad_var`` is the trace of the per-row gradient covariance at w_T (a scalar).
+    H_D is built densely (about n p^2 (C+1)/C flops) and Cholesky-inverted once (p^3).
+    Unlearning only ever applies ``precond``: with ``P^-1 = H_D + lambda I`` the retained
+    Hessian sum is ``n P^-1 - H_U - r lambda I``, so H_D itself need not be kept.
     """
-    p = theta.numel()
     precond = objective.hessian_loss_mean(theta, dtype=torch.float64)
     precond.diagonal().add_(objective.l2)
     factor = torch.linalg.cholesky(precond)
     del precond
     precond = torch.cholesky_inverse(factor)
     del factor
-    precond = 0.5 * (precond + precond.T)
-    influence, grad_var = _self_influence(objective, theta, precond)
-    objective.rows.rows_read += objective.n
-    return {"precond": precond.to(dtype), "self_influence": influence,
-            "grad_var": torch.tensor([grad_var], dtype=torch.float64)}
-
-
-def _self_influence(objective: Objective, theta: torch.Tensor, precond: torch.Tensor):
-    """Per-row ``(I (x) x~_i)^T P g~_i`` (float32, n x C) and the gradient-covariance trace."""
-    model = objective.model
-    C, d1 = model.n_classes, model.n_features + 1
-    blocks32 = precond.to(torch.float32).view(C, d1, C, d1)
-    shift = (precond @ (objective.l2 * theta)).view(C, d1)  # P lambda w_T, the regulariser's part
-    mean_grad = torch.zeros_like(theta)
-    sq_norm_sum = 0.0
-    out = []
-    for X, y in objective.rows.iter_chunks():
-        Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
-        probs = model.probabilities(theta, X)
-        residual = probs.clone()
-        residual[torch.arange(len(y)), y] -= 1.0
-        mean_grad += torch.cat([residual.T @ X, residual.sum(0)[:, None]], dim=1).reshape(-1)
-        sq_norm_sum += float(((residual ** 2).sum(1) * (Xa ** 2).sum(1)).sum())
-        Xa32 = Xa.to(torch.float32)
-        values = Xa @ shift.T  # (m, C)
-        for c in range(C):
-            for c2 in range(c, C):
-                leverage = ((Xa32 @ blocks32[c, :, c2, :]) * Xa32).sum(1).to(torch.float64)
-                values[:, c] += leverage * residual[:, c2]
-                if c2 != c:
-                    values[:, c2] += leverage * residual[:, c]
-        out.append(values.to(torch.float32))
-    n = objective.n
-    mean_grad /= n
-    grad_var = sq_norm_sum / n - float(mean_grad @ mean_grad)
-    return torch.cat(out), grad_var
+    precond = 0.5 * (precond + precond.T)  # exact symmetry, so the fixed-point map is self-adjoint
+    return {"precond": precond.to(dtype)}
 
 
 def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, fingerprint: str,
