@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +10,26 @@ import numpy as np
 from miniunlearn.errors import InputError
 
 
+_ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no "1_000", no other scripts' digits
+_MAX_DIGITS = 18  # every int64 row id fits; longer numbers are out of range for any data set
+
+
 def parse_ids(text: str, source: str = "ids") -> np.ndarray:
-    """Parse one integer per line (blank lines and ``#`` comments allowed), naming the first bad line."""
+    """Parse one integer per line (blank lines and ``#`` comments allowed), naming the first bad line.
+
+    Ids are ASCII decimal integers with an optional sign; anything else (``1.5``, ``1_000``,
+    non-ASCII digits, numbers beyond int64) is refused with the line number.
+    """
     values: list[int] = []
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        try:
-            values.append(int(line, 10))
-        except ValueError:
-            raise InputError(f"{source}, line {number}: {raw.strip()[:40]!r} is not an integer row id") from None
+        if not _ID.fullmatch(line):
+            raise InputError(f"{source}, line {number}: {raw.strip()[:40]!r} is not an integer row id")
+        if len(line.lstrip("+-")) > _MAX_DIGITS:
+            raise InputError(f"{source}, line {number}: row id {line[:24]}... is out of range (too large)")
+        values.append(int(line))
     return np.asarray(values, dtype=np.int64)
 
 
@@ -28,9 +38,11 @@ def read_ids_file(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise InputError(f"ids file not found: {path}")
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError:
         raise InputError(f"ids file {path} is not text (expected one integer per line)") from None
+    except OSError as exc:
+        raise InputError(f"cannot read ids file {path}: {exc.strerror or exc}") from None
     return parse_ids(text, str(path))
 
 

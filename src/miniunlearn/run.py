@@ -19,13 +19,14 @@ import torch
 
 from miniunlearn.errors import DataError, RunError
 from miniunlearn.models.logistic import LogisticRegression
-from miniunlearn.storage import atomic_write_json, load_tensors, read_json, save_tensors
+from miniunlearn.storage import atomic_write_json, load_tensors, read_json, remove_durably, save_tensors
 
 RUN_FORMAT = "miniunlearn-run/1"
 RUN_JSON = "run.json"
 MODEL_FILE = "model.safetensors"
 HISTORY_FILE = "history.safetensors"
 DELTAGRAD_FILE = "deltagrad.safetensors"
+RESULT_JSON = "result.json"  # marks a complete unlearned-model directory (see miniunlearn.methods)
 
 
 def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Tensor,
@@ -59,9 +60,13 @@ class Run:
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunError(f"run directory not found: {self.path}")
+        if not (self.path / RUN_JSON).exists() and (self.path / RESULT_JSON).exists():
+            raise RunError(f"{self.path} holds an unlearned model (result.json), not a training run; to forget "
+                           f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
+                           "ledger remembers what was already forgotten and every method computes from the "
+                           "original history")
         self.meta = read_json(self.path / RUN_JSON, "run.json")
-        if self.meta.get("format") != RUN_FORMAT:
-            raise RunError(f"{self.path / RUN_JSON} is not a miniunlearn run (format {self.meta.get('format')!r})")
+        check_run_meta(self.meta, self.path / RUN_JSON)
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -106,6 +111,9 @@ class Run:
         return dataset
 
     def check_dataset(self, dataset) -> None:
+        if dataset.n_train != self.n_train:
+            raise DataError(f"the data for {self.meta['dataset']['spec']!r} has {dataset.n_train} training rows but "
+                            f"run {self.path} records {self.n_train}; refusing to unlearn against other data")
         if dataset.fingerprint() != self.fingerprint:
             raise DataError(f"the data for {self.meta['dataset']['spec']!r} no longer matches run {self.path}: "
                             f"fingerprint {dataset.fingerprint()[:23]}... != recorded {self.fingerprint[:23]}...; "
@@ -125,6 +133,9 @@ class Run:
             raise RunError(f"history {self.history_path()} belongs to other data (fingerprint mismatch)")
         if history.theta.numel() != self.model.n_params:
             raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
+        if history.n != self.n_train or history.l2 != self.l2:
+            raise RunError(f"history {self.history_path()} was recorded for n={history.n}, l2={history.l2:g} but "
+                           f"run.json says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
         return history
 
     def deltagrad_history(self):
@@ -150,6 +161,14 @@ class Run:
         atomic_write_json(self.path / RUN_JSON, self.meta)
 
 
+def _original_run(result_dir: Path) -> str:
+    try:
+        origin = read_json(result_dir / RESULT_JSON, "result.json").get("run")
+    except (RunError, AttributeError):
+        return ""
+    return f" {origin}" if isinstance(origin, str) else ""
+
+
 def open_run(path: str | Path) -> Run:
     return Run(path)
 
@@ -159,10 +178,49 @@ def prepare_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise RunError(f"output path {path} exists and is not a directory")
-    if (path / marker).exists() and not overwrite:
-        raise RunError(f"{path} already holds results ({marker}); choose another --out or pass --overwrite")
-    path.mkdir(parents=True, exist_ok=True)
+    # a run and an unlearned model share file names (model.safetensors): one never overwrites the other
+    for other in {RUN_JSON: (RESULT_JSON,), RESULT_JSON: (RUN_JSON,)}.get(marker, ()):
+        if (path / other).exists():
+            kind = "a training run" if other == RUN_JSON else "an unlearned model"
+            raise RunError(f"{path} holds {kind} ({other}); writing here would replace its files. "
+                           "Choose another --out")
+    if (path / marker).exists():
+        if not overwrite:
+            raise RunError(f"{path} already holds results ({marker}); choose another --out or pass --overwrite")
+        # Retire the completion marker first: a crash while the new files are written must not
+        # leave the old marker vouching for a mix of old and new files.
+        remove_durably(path / marker)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create output directory {path}: {exc.strerror or exc}") from exc
     return path
+
+
+_META_FIELDS = {"config": ("l2", "mode"), "dataset": ("spec", "fingerprint", "n_train"),
+                "model": ("n_features", "n_classes")}
+
+
+def check_run_meta(meta, where: Path) -> None:
+    """Refuse a run.json that is not a JSON object with the fields every command reads."""
+    if not isinstance(meta, dict):
+        raise RunError(f"{where} is corrupted: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != RUN_FORMAT:
+        raise RunError(f"{where} is not a miniunlearn run (format {meta.get('format')!r})")
+    for section, keys in _META_FIELDS.items():
+        block = meta.get(section)
+        missing = [k for k in keys if not isinstance(block, dict) or k not in block]
+        if missing:
+            raise RunError(f"{where} is corrupted: {section} lacks {', '.join(missing)}")
+    try:
+        numbers = [int(meta["dataset"]["n_train"]), int(meta["model"]["n_features"]), int(meta["model"]["n_classes"]),
+                   float(meta["config"]["l2"])]
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{where} is corrupted: a size or l2 is not a number ({exc})") from None
+    if min(numbers[:3]) < 1 or not numbers[3] > 0:
+        raise RunError(f"{where} is corrupted: impossible sizes or l2 ({numbers})")
+    if not isinstance(meta["dataset"]["spec"], str) or not isinstance(meta["dataset"]["fingerprint"], str):
+        raise RunError(f"{where} is corrupted: dataset spec and fingerprint must be strings")
 
 
 def retained_ids(n_train: int, forget_ids: np.ndarray) -> np.ndarray:

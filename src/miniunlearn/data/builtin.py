@@ -70,6 +70,14 @@ def load_synthetic(n_samples: int = 5000, n_features: int = 20, n_classes: int =
                    test_size: float = 0.2, separation: float = 1.0, label_noise: float = 0.1) -> Dataset:
     from miniunlearn.errors import DataError
 
+    for option, value in (("n_samples", n_samples), ("n_features", n_features), ("n_classes", n_classes),
+                          ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+                or value in (float("inf"), float("-inf")) or int(value) != value or value < 0:
+            raise DataError(f"synthetic option {option} must be a non-negative integer, got {value!r}")
+    for option, value in (("test_size", test_size), ("separation", separation), ("label_noise", label_noise)):
+        if not isinstance(value, (int, float)) or not abs(value) < float("inf"):
+            raise DataError(f"synthetic option {option} must be a finite number, got {value!r}")
     if int(n_samples) < 10 or int(n_features) < 1 or int(n_classes) < 2:
         raise DataError("synthetic needs n_samples >= 10, n_features >= 1 and n_classes >= 2")
     if not 0 < float(test_size) < 1:

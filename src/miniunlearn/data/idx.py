@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from miniunlearn.data.base import Dataset, register_dataset
+from miniunlearn.data.base import Dataset, check_finite, register_dataset
 from miniunlearn.errors import DataError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
@@ -72,6 +72,9 @@ def load_idx_folder(folder: str | Path, name: str, hint: str) -> Dataset:
     (X_tr, y_tr), (X_te, y_te) = out["train"], out["test"]
     if X_tr.shape[1] != X_te.shape[1]:
         raise DataError(f"{name}: train and test images differ in size ({X_tr.shape[1]} vs {X_te.shape[1]} pixels)")
+    check_finite(name, X_tr, X_te)  # float idx files may hold NaN or inf
+    if min(y_tr.min(initial=0), y_te.min(initial=0)) < 0 or len(y_tr) == 0 or len(y_te) == 0:
+        raise DataError(f"{name}: labels must be class numbers 0, 1, 2, ... and both splits need rows")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
     record = {"features": "pixels / 255 (no centring)", "split": "the files' own train/test split"}
     return Dataset(name, name, X_tr, y_tr, X_te, y_te, n_classes, record, f"idx files in {folder}")

@@ -119,6 +119,9 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     with progress_bar(f"train {dataset.name} ({mode})", total) as advance, measure() as timing:
         theta, info, record = fit(model, rows, config, record_trajectory=deltagrad_history and mode == "trajectory",
                                   progress=advance)
+    if not torch.isfinite(theta).all():
+        raise InputError("training diverged (NaN or inf parameters); lower the learning rate or raise l2 -- "
+                         "nothing was saved as a model")
     training = {**info, **timing.as_dict()}
     if mode == "trajectory":  # SGD does not converge; record where it stopped (outside the timing)
         value, grad = Objective(model, rows, config.l2).value_grad(theta)
@@ -130,8 +133,12 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
         objective = Objective(model, rows, config.l2)
         passes_before = objective.passes
         with progress_bar(f"history ({chosen} curvature)", None), measure() as build:
-            history = build_mini_history(objective, theta, chosen, fingerprint,
-                                         getattr(torch, curvature_dtype))
+            try:
+                history = build_mini_history(objective, theta, chosen, fingerprint,
+                                             getattr(torch, curvature_dtype))
+            except torch.linalg.LinAlgError as exc:
+                raise InputError(f"the curvature at the trained optimum is not positive definite in floating "
+                                 f"point (l2 = {l2:g} is too small for this data; {exc})") from None
         nbytes = history.save(out / HISTORY_FILE)
         history_meta["mini"] = {"file": HISTORY_FILE, "profile": chosen, "bytes": nbytes,
                                 "tensor_bytes": history.nbytes, "passes": objective.passes - passes_before,

@@ -28,9 +28,14 @@ class SGDSchedule:
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < float("inf"):
             raise InputError(f"SGD needs epochs >= 1, batch_size >= 1 and lr > 0 (got {self.epochs}, "
                              f"{self.batch_size}, {self.lr})")
+        for epoch, lr in self.lr_steps:
+            if epoch < 0 or not 0 < lr < float("inf"):
+                raise InputError(f"learning-rate step {epoch}:{lr} needs an epoch >= 0 and a finite lr > 0")
+        if self.seed < 0:
+            raise InputError(f"SGD seed must be a non-negative integer, got {self.seed}")
 
     def lr_at(self, epoch: int) -> float:
         lr = self.lr

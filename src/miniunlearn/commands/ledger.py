@@ -1,0 +1,110 @@
+"""``miniunlearn ledger RUN``: list a run's deletion requests, check them, export the forgotten rows."""
+
+from __future__ import annotations
+
+import click
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def attach(cli) -> None:
+    cli.add_command(ledger)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--verify", is_flag=True,
+              help="Check every completed request's model file against its recorded SHA-256 and the counts; "
+                   "exit 2 when something is wrong.")
+@click.option("--forgotten-ids", "forgotten_out", type=click.Path(dir_okay=False),
+              help="Write the ids of every forgotten row to this file (one per line).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def ledger(run_dir, verify, forgotten_out, as_json):
+    """List the deletion requests recorded for RUN_DIR (its ledger.sqlite).
+
+    \b
+    Statuses: done (model written and recorded), failed (error recorded), started (running, or
+    interrupted when no process holds the run's lock), abandoned (interrupted; found by a later
+    request). Kinds: deletion (forgets new rows), repeat (identical request served from the
+    recorded model), alternative (same rows, another method or options), recompute (identical
+    request whose recorded model was gone). Rows of failed, started and abandoned requests are
+    not forgotten.
+    """
+    from miniunlearn.cli import emit
+    from miniunlearn.errors import RunError
+    from miniunlearn.ids import write_ids_file
+    from miniunlearn.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
+    from miniunlearn.run import open_run
+
+    run = open_run(run_dir)
+    payload = {"run": str(run.path), "ledger": str(Ledger.path_for(run)), "n_train": run.n_train,
+               "schema_version": SCHEMA_VERSION, "forgotten_rows": 0, "requests": []}
+    problems: list[str] = []
+    if Ledger.exists(run):
+        with Ledger.open(run) as book:
+            busy = book.busy()
+            requests = book.requests()
+            forgotten = book.forgotten_ids()
+            payload["forgotten_rows"] = int(forgotten.size)
+            payload["requests"] = [_describe(r, busy) for r in requests]
+            if verify:
+                problems = book.verify()
+    else:
+        forgotten = None
+        payload["note"] = f"no deletion request recorded ({LEDGER_FILE} does not exist)"
+    if verify:
+        payload["verify"] = {"ok": not problems, "problems": problems}
+    if forgotten_out:
+        import numpy as np
+
+        write_ids_file(forgotten_out, forgotten if forgotten is not None else np.zeros(0, dtype=np.int64))
+        payload["forgotten_ids_file"] = str(forgotten_out)
+    emit(payload, as_json, _human)
+    if problems:
+        raise RunError(f"ledger check failed: {len(problems)} problem(s), first: {problems[0]}")
+
+
+def _describe(request, busy: bool) -> dict:
+    row = request.summary()
+    if request.status == "started":  # running if some process holds the run's request lock
+        row["running"] = busy
+    stats = request.stats
+    for key in ("time_s", "n_forget", "n_forget_request"):
+        if key in stats:
+            row[key] = stats[key]
+    return row
+
+
+def _human(payload: dict) -> None:
+    from rich.table import Table
+
+    from miniunlearn.cli import console, fmt
+
+    out = console()
+    out.print(f"[bold]{payload['ledger']}[/bold]: {len(payload['requests'])} request(s); "
+              f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten")
+    if payload.get("note"):
+        out.print(payload["note"])
+    requests = payload["requests"]
+    if requests:
+        with_bounds = any(r["bound"] for r in requests)
+        table = Table("#", "status", "kind", "requested (UTC)", "method", "rows own/total", "model sha256", "output",
+                      *(["bound / certificate"] if with_bounds else []))
+        for r in requests:
+            options = ", ".join(f"{k}={v}" for k, v in r["options"].items())
+            status = r["status"] + ({True: " (running)", False: " (interrupted)"}.get(r.get("running"), ""))
+            row = [str(r["id"]), status, r["kind"] + (f" of #{r['refers_to']}" if r["refers_to"] else ""),
+                   r["requested_at"][:19].replace("T", " "), r["method"] + (f" ({options})" if options else ""),
+                   f"{r['n_ids']}/{r['n_cumulative']}", (r["model_sha256"] or "-")[:12], r["out_dir"] or "-"]
+            if with_bounds:
+                row.append("; ".join(f"{k} {fmt(v)}" for k, v in (r["bound"] or {}).items()) or "-")
+            table.add_row(*row)
+        out.print(table)
+        for r in requests:
+            if r.get("note"):
+                out.print(f"#{r['id']}: {r['note']}")
+    if "verify" in payload:
+        if payload["verify"]["ok"]:
+            out.print("verify: every completed request's model is present with its recorded SHA-256")
+        for problem in payload["verify"]["problems"]:
+            out.print(f"[red]problem:[/red] {problem}")
