@@ -175,8 +175,10 @@ def train(dataset_spec, l2, out, mode, tol, max_iter, profile, memory_budget, ep
           deltagrad_history, overwrite, as_json):
     """Train multinomial logistic regression and record its unlearning history in a run directory."""
     from miniunlearn.data import load_dataset
+    from miniunlearn.distributed import require_one_process
     from miniunlearn.training import SGDSchedule, train as train_run
 
+    require_one_process("train")
     schedule = SGDSchedule(epochs, batch_size, lr, _parse_lr_steps(lr_steps), seed)
     dataset = load_dataset(dataset_spec)
     run = train_run(dataset, l2, out, mode=mode, tol=tol, max_iter=max_iter, sgd_schedule=schedule, profile=profile,
@@ -222,23 +224,38 @@ def _parse_bytes(text: str) -> int:
     raw = text.strip().lower()
     number = raw.rstrip("kmgib")
     try:
-        return int(float(number) * units[raw[len(number):]])
-    except (ValueError, KeyError):
+        size = int(float(number) * units[raw[len(number):]])
+    except (ValueError, KeyError, OverflowError):
         raise InputError(f"cannot read the size {text!r}; write e.g. 4GiB or 500MB") from None
+    if size < 0:
+        raise InputError(f"a size cannot be negative: {text!r}")
+    return size
 
 
 # ---------------------------------------------------------------------------------------------- forget
 def _forget_and_report(run_dir, ids_file, method, out, workers, options, overwrite, as_json):
+    from miniunlearn import distributed
     from miniunlearn.ids import read_ids_file
     from miniunlearn.methods import forget as forget_fn
-    from miniunlearn.progress import progress_bar
+    from miniunlearn.progress import progress_bar, set_progress
     from miniunlearn.run import open_run
 
-    run = open_run(run_dir)
-    ids = read_ids_file(ids_file)
-    with progress_bar(f"forget {len(ids)} rows ({method})", None) as advance:
-        result = forget_fn(run, ids, method=method, out=out, workers=workers, overwrite=overwrite,
-                           progress=advance, **options)
+    # Under torchrun every process runs this command; the gradient sums are split across them
+    # and only rank 0 shows progress, writes files and reports (see miniunlearn.distributed).
+    distributed.init_from_env()
+    writer = distributed.is_writer()
+    try:
+        if not writer:
+            set_progress(False)
+        run = open_run(run_dir)
+        ids = read_ids_file(ids_file)
+        with progress_bar(f"forget {len(ids)} rows ({method})", None) as advance:
+            result = forget_fn(run, ids, method=method, out=out, workers=workers, overwrite=overwrite,
+                               progress=advance, **options)
+    finally:
+        distributed.shutdown()
+    if not writer:  # rank 0 reports
+        return
     payload = {"out": str(out), **result.summary()}
 
     def human(p):
@@ -268,6 +285,12 @@ def _forget_and_report(run_dir, ids_file, method, out, workers, options, overwri
 def forget(run_dir, ids_file, method, out, refine, workers, settings, overwrite, as_json):
     """Remove the rows in --ids from RUN_DIR's model; write the unlearned model to --out."""
     options = parse_key_values(settings, "--set")
+    reserved = sorted(set(options) & {"run", "forget_ids", "method", "out", "workers", "overwrite", "progress",
+                                      "already_forgotten", "ledger"})
+    if reserved:
+        from miniunlearn.errors import InputError
+
+        raise InputError(f"--set {reserved[0]}=... is not a method option; use the command's own option instead")
     if refine is not None:
         options["refine"] = refine
     _forget_and_report(run_dir, ids_file, method, out, workers, options, overwrite, as_json)

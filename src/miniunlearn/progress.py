@@ -1,4 +1,8 @@
-"""Progress bars for long work (rich), silent when stderr is not a terminal or when disabled."""
+"""Progress bars for long work (rich), silent when stderr is not a terminal or when disabled.
+
+Chunked passes over the data report the rows they read with :func:`rows_read`; the innermost
+bar on screen shows the running count, so a long pass (seconds at HIGGS size) visibly moves.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from typing import Callable, Iterator
 
 _state = {"enabled": None}
+_shown: list[Callable[..., None]] = []  # advance functions of the bars on screen, innermost last
 
 
 def set_progress(enabled: bool | None) -> None:
@@ -23,6 +28,19 @@ def progress_enabled() -> bool:
     return sys.stderr.isatty()
 
 
+def rows_read(n: int) -> None:
+    """Count ``n`` rows read by a chunked pass on the innermost bar (a no-op when none is shown)."""
+    if _shown:
+        _shown[-1](0, rows_read=n)
+
+
+def _count(n: int) -> str:
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit} rows read"
+    return f"{n} rows read"
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: float | None, unit: str = "") -> Iterator[Callable[..., None]]:
     """Yield ``advance(amount=1, **fields)``; shows a bar with rate and ETA on a terminal."""
@@ -33,11 +51,21 @@ def progress_bar(description: str, total: float | None, unit: str = "") -> Itera
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+               TextColumn("[dim]{task.fields[rows]}")]
     with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task(description, total=total, info="")
+        task = progress.add_task(description, total=total, info="", rows="")
+        rows = [0]
 
-        def advance(amount: float = 1, info: str | None = None, **_) -> None:
-            progress.update(task, advance=amount, **({"info": info} if info is not None else {}))
+        def advance(amount: float = 1, info: str | None = None, rows_read: int = 0, **_) -> None:
+            fields = {} if info is None else {"info": info}
+            if rows_read:
+                rows[0] += rows_read
+                fields["rows"] = _count(rows[0])
+            progress.update(task, advance=amount, **fields)
 
-        yield advance
+        _shown.append(advance)
+        try:
+            yield advance
+        finally:
+            _shown.remove(advance)

@@ -43,8 +43,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from miniunlearn import distributed
 from miniunlearn.errors import InputError
 from miniunlearn.fixed_point import anderson
+from miniunlearn.progress import rows_read as report_rows
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 
 FORGET_CHUNK_ROWS = 2048  # small enough that a chunk stays in cache between its two products
@@ -54,7 +56,12 @@ class ForgetRows:
     """The forgotten rows (with a ones column) and their softmax probabilities at w_T, in chunks.
 
     Chunk boundaries are fixed; with ``workers > 1`` chunks are processed by a thread pool and
-    summed in chunk order, so results are bitwise the same for any number of workers.
+    summed in chunk order, so results are bitwise the same for any number of workers. Across
+    processes (:mod:`miniunlearn.distributed`) each process materialises only its contiguous
+    block of the chunks, sums over it, and the partial sums are all-reduced.
+
+    Memory: r (d + 1 + C) float64 numbers for this process's share of the r forgotten rows
+    (30 % of HIGGS' 10.5M training rows: 0.78 GB in one process, half of it with two).
     """
 
     def __init__(self, rows, model, theta_T: torch.Tensor, workers: int = 1, chunk_rows: int = FORGET_CHUNK_ROWS):
@@ -66,7 +73,8 @@ class ForgetRows:
         source = Rows(rows.X_source, rows.y_source, rows.ids, chunk_rows=chunk_rows)
         self.chunks, self.probs = [], []
         residual_sum = torch.zeros(self.C, self.d1, dtype=torch.float64)
-        for X, y in source.iter_chunks():
+        for start, stop in source.local_chunk_bounds():
+            X, y = source.chunk(start, stop)
             Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
             p = torch.softmax(Xa @ model.matrix(theta_T).T, dim=1)
             residual = p.clone()
@@ -74,11 +82,13 @@ class ForgetRows:
             residual_sum += residual.T @ Xa
             self.chunks.append(Xa)
             self.probs.append(p)
+            report_rows(stop - start)
         rows.rows_read += len(rows)
-        self.grad_sum_at_T = residual_sum.reshape(-1)  # G_U(w_T)
+        self.grad_sum_at_T = distributed.all_reduce_sum(residual_sum).reshape(-1)  # G_U(w_T)
         self.n_rows = len(rows)
 
     def _map(self, fn) -> torch.Tensor:
+        """``sum_j fn(j)`` over this process's chunks in order, all-reduced across processes."""
         indices = range(len(self.chunks))
         if self.workers > 1 and len(self.chunks) > 1:
             from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +100,7 @@ class ForgetRows:
         total = parts[0].clone()
         for part in parts[1:]:
             total += part
-        return total
+        return distributed.all_reduce_sum(total)
 
     def hvp(self, delta: torch.Tensor) -> torch.Tensor:
         """``H_U(w_T) delta = sum_i (diag(p_i) - p_i p_i^T) (Theta_delta x~_i) (x) x~_i``."""

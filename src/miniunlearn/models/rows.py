@@ -8,6 +8,9 @@ from typing import Callable, Iterator, Sequence, TypeVar
 import numpy as np
 import torch
 
+from miniunlearn import distributed
+from miniunlearn.progress import rows_read as report_rows
+
 T = TypeVar("T")
 DEFAULT_CHUNK_ROWS = 8192
 # Below this many bytes a float64 copy of an index subset is materialised once, so repeated
@@ -21,6 +24,10 @@ class Rows:
     Chunk boundaries depend only on ``chunk_rows``, never on the number of workers, and
     :meth:`map_reduce` sums per-chunk results in chunk order, so a result is bitwise the
     same for 1 or N workers.
+
+    Across processes (:mod:`miniunlearn.distributed`, started by torchrun) each process sums
+    its contiguous block of the same chunk list (:meth:`local_chunk_bounds`) and the partial
+    sums are all-reduced; every process must then make the same sequence of sums.
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None,
@@ -58,13 +65,21 @@ class Rows:
         n = len(self)
         return [(s, min(s + self.chunk_rows, n)) for s in range(0, n, self.chunk_rows)]
 
+    def local_chunk_bounds(self) -> list[tuple[int, int]]:
+        """This process's contiguous block of :meth:`chunk_bounds` (all of them in one process).
+
+        A process whose block is empty gets one empty chunk ``(0, 0)``, so that its partial
+        sum still has the right shape (zeros) for the all-reduce.
+        """
+        return list(distributed.shard(self.chunk_bounds())) or [(0, 0)]
+
     def chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``start:stop`` of this set as float64 / int64 tensors."""
         if self._X is not None:
             return self._X[start:stop], self._y[start:stop]
         if self.ids is None:
             X = np.asarray(self.X_source[start:stop], dtype=np.float64)
-            y = np.asarray(self.y_source[start:stop], dtype=np.int64)
+            y = np.array(self.y_source[start:stop], dtype=np.int64)  # a copy: memmaps are read-only
         else:
             sel = self.ids[start:stop]
             X = np.asarray(self.X_source[sel], dtype=np.float64)
@@ -79,11 +94,19 @@ class Rows:
 
     def map_reduce(self, fn: Callable[[torch.Tensor, torch.Tensor], T],
                    reduce: Callable[[Sequence[T]], T] | None = None) -> T:
-        """Apply ``fn(X_chunk, y_chunk)`` to every chunk and sum the results in chunk order."""
-        bounds = self.chunk_bounds()
+        """Apply ``fn(X_chunk, y_chunk)`` to every chunk and sum the results in chunk order.
+
+        Across processes each one sums its own block of chunks and the blocks' sums are
+        all-reduced (``sum_k sum_{j in block k} fn(chunk j)``). A custom ``reduce`` (e.g. a
+        concatenation of per-row values) cannot be all-reduced: then every chunk runs here.
+        """
+        split = reduce is None and distributed.active()
+        bounds = self.local_chunk_bounds() if split else self.chunk_bounds()
 
         def run(bound):
-            return fn(*self.chunk(*bound))
+            out = fn(*self.chunk(*bound))
+            report_rows(bound[1] - bound[0])  # the progress bar on screen, if any, counts them
+            return out
 
         if self.workers > 1 and len(bounds) > 1:
             with ThreadPoolExecutor(self.workers) as pool:
@@ -93,7 +116,8 @@ class Rows:
         self.rows_read += len(self)
         if reduce is not None:
             return reduce(parts)
-        return _ordered_sum(parts)
+        total = _ordered_sum(parts)
+        return distributed.all_reduce_sum(total) if split else total
 
     def iter_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for bound in self.chunk_bounds():
