@@ -27,5 +27,6 @@ class Retrain(UnlearningMethod):
             ds = ctx.dataset
             rows = Rows(ds.X_train, ds.y_train, chunk_rows=config.chunk_rows)
             theta, info, _ = fit(ctx.model, rows, config, removed=ctx.forget_ids, progress=ctx.progress)
-            ctx.retained_rows.rows_read += int(info["passes"] * len(ctx.retained_ids))
+            # every retained row is read once per epoch (info["passes"] counts passes over all n rows)
+            ctx.retained_rows.rows_read += config.sgd.epochs * len(ctx.retained_ids)
         return theta, {"solver": info}
