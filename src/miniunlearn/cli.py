@@ -29,9 +29,12 @@ def emit(payload: dict, as_json: bool, human) -> None:
 
 
 def console():
+    """A rich console; when stdout is not a terminal (pipes, CI logs) tables get 140 columns, not 80."""
+    import sys
+
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def kv_table(title: str, rows: list[tuple[str, object]]):
