@@ -70,7 +70,7 @@ class ForgetRows:
         self.model = model
         self.C, self.d1 = model.n_classes, model.n_features + 1
         self.workers = workers
-        source = Rows(rows.X_source, rows.y_source, rows.ids, chunk_rows=chunk_rows)
+        source = Rows(rows.X_source, rows.y_source, rows.ids, chunk_rows=chunk_rows, materialize=False)
         self.chunks, self.probs = [], []
         residual_sum = torch.zeros(self.C, self.d1, dtype=torch.float64)
         for start, stop in source.local_chunk_bounds():
@@ -172,7 +172,7 @@ class MiniUnlearning(UnlearningMethod):
     summary = "contraction fixed point on the minimal history (w_T, G_D, curvature); refine=k exact passes over R"
     modes = ("converged", "trajectory")
 
-    def __init__(self, refine: int = 0, tol: float = 1e-7, max_iter: int = 300, anderson_depth: int = 8,
+    def __init__(self, refine: int = 0, tol: float = 1e-5, max_iter: int = 300, anderson_depth: int = 8,
                  window: int | None = None):
         if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
             raise InputError(f"refine must be a non-negative integer, got {refine!r}")
@@ -236,14 +236,13 @@ class MiniUnlearning(UnlearningMethod):
 
     def _refine(self, ctx: UnlearnContext, solve, theta_T, delta, b, inv_b, n, r, lam):
         """BFGS-corrected Newton passes: each one exact retained gradient and one J_0 solve."""
-        model = ctx.model
         U_cols, Z_cols, coeffs = [], [], []  # J_k = J_0 + sum c_j u_j u_j^T ; Z = J_0^-1 U
         g_prev, inv_g_prev = b, inv_b
         log = []
         previous = torch.zeros_like(delta)  # Delta_0 = 0 is where b = S(0) was taken
         for _ in range(self.refine):
             w = theta_T + delta
-            g = ctx.retained_rows.map_reduce(lambda X, y: model.grad_sum(w, X, y)) + (n - r) * lam * w
+            g = self._retained_grad_sum(ctx, w) + (n - r) * lam * w
             inv_g = solve(g)
             s, y = delta - previous, g - g_prev
             ys, sg = float(y @ s), float(s @ g_prev)
@@ -262,6 +261,18 @@ class MiniUnlearning(UnlearningMethod):
         last = log[-1]
         certificate = last["step_norm"] + last["grad_norm"] / lam
         return delta, {"refine_passes": log, "certificate": certificate}
+
+    @staticmethod
+    def _retained_grad_sum(ctx: UnlearnContext, w: torch.Tensor) -> torch.Tensor:
+        """G_R(w) in one sweep; rows are gathered chunk by chunk (one sweep does not repay a full copy)."""
+        from miniunlearn.models.rows import Rows
+
+        counted = ctx.retained_rows
+        sweep = Rows(counted.X_source, counted.y_source, counted.ids, counted.chunk_rows, counted.workers,
+                     materialize=False)
+        total = sweep.map_reduce(lambda X, y: ctx.model.grad_sum(w, X, y))
+        counted.rows_read += sweep.rows_read
+        return total
 
     def _refine_lbfgs(self, ctx: UnlearnContext, curvature: Curvature, theta_T, delta, lam, memory: int = 20):
         """Minimal profile: L-BFGS on F_R from the surrogate point, preconditioned by P_min.

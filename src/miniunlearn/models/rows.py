@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
@@ -31,7 +32,7 @@ class Rows:
     """
 
     def __init__(self, X: np.ndarray, y: np.ndarray, ids: np.ndarray | None = None,
-                 chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1):
+                 chunk_rows: int = DEFAULT_CHUNK_ROWS, workers: int = 1, materialize: bool = True):
         self.X_source = X
         self.y_source = y
         self.ids = None if ids is None else np.asarray(ids, dtype=np.int64)
@@ -42,11 +43,21 @@ class Rows:
         self._y = None
         n = len(y) if self.ids is None else len(self.ids)
         in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
-        if in_memory and (self.ids is None or n * X.shape[1] * 8 <= MATERIALIZE_BYTES):
-            X_sel = X if self.ids is None else X[self.ids]
-            y_sel = y if self.ids is None else y[self.ids]
-            self._X = torch.from_numpy(np.ascontiguousarray(X_sel))
-            self._y = torch.from_numpy(np.ascontiguousarray(y_sel, dtype=np.int64))
+        # The copy is made on first access (a Rows used only to count passes never pays it);
+        # ``materialize=False`` gathers every chunk afresh instead (for a single sweep).
+        self._pending = materialize and in_memory and (self.ids is None or n * X.shape[1] * 8 <= MATERIALIZE_BYTES)
+        self._lock = threading.Lock()
+
+    def _materialized(self) -> bool:
+        if self._pending:
+            with self._lock:
+                if self._pending:
+                    X_sel = self.X_source if self.ids is None else self.X_source[self.ids]
+                    y_sel = self.y_source if self.ids is None else self.y_source[self.ids]
+                    self._X = torch.from_numpy(np.ascontiguousarray(X_sel))
+                    self._y = torch.from_numpy(np.ascontiguousarray(y_sel, dtype=np.int64))
+                    self._pending = False
+        return self._X is not None
 
     def __len__(self) -> int:
         return len(self.y_source) if self.ids is None else len(self.ids)
@@ -75,7 +86,7 @@ class Rows:
 
     def chunk(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows ``start:stop`` of this set as float64 / int64 tensors."""
-        if self._X is not None:
+        if self._materialized():
             return self._X[start:stop], self._y[start:stop]
         if self.ids is None:
             X = np.asarray(self.X_source[start:stop], dtype=np.float64)
@@ -88,7 +99,7 @@ class Rows:
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All rows at once (only for sets that fit in memory)."""
-        if self._X is not None:
+        if self._materialized():
             return self._X, self._y
         return self.chunk(0, len(self))
 
