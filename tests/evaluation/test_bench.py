@@ -19,12 +19,15 @@ def bench(tmp_path_factory):
 
 def test_rows_have_every_key_and_real_measurements(bench):
     _, out, rows = bench
-    assert len(rows) == 2 * 4
+    assert len(rows) == 2 * (4 + 2)  # four methods and the two runs' original models, at two ratios
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(rows))
     for row in rows:
         assert set(ROW_KEYS) <= set(row)
         assert 0 < row["ratio"] < 1 and 0.0 <= row["test_acc"] <= 1.0
         assert 0.0 <= row["mia_loss_auc"] <= 1.0 and 0.0 <= row["mia_efficacy"] <= 1.0
+    original = {r["method"]: r for r in rows if r["method"].startswith("original") and r["ratio"] == 0.1}
+    assert set(original) == {"original", "original-sgd"}
+    assert original["original"]["relative_residual"] == 1.0 and original["original"]["speedup_vs_retrain"] is None
     retrain = [r for r in rows if r["method"] == "retrain"]
     assert all(r["relative_residual"] == 0 and r["test_acc"] == r["test_acc_retrain"] for r in retrain)
     mini = {(r["ratio"], r["refine"]): r for r in rows if r["method"] == "mini"}

@@ -32,6 +32,7 @@ ROW_KEYS = ("dataset", "dataset_spec", "synthetic", "n_train", "ratio", "seed", 
             "ulira_auc", "ulira_auc_retrain", "ulira_tpr_at_1pct_fpr", "ulira_tpr_at_0_1pct_fpr")
 TRAJECTORY_METHODS = ("deltagrad",)
 RESULTS_JSON = "results.json"
+ORIGINAL = "original"  # the pseudo-method "do nothing": the trained model itself
 
 
 @dataclass
@@ -51,6 +52,7 @@ class BenchConfig:
     ulira_max_targets: int = 500
     ulira_workers: int = 2
     sgd_epochs: int = 20
+    include_original: bool = True  # a row for the model before unlearning, under the same attacks
 
     def validate(self) -> None:
         if not self.datasets or not self.ratios or not self.methods or not self.seeds:
@@ -109,7 +111,7 @@ def resolve_dataset(name: str) -> tuple[str, str]:
     return name, name
 
 
-def parse_method(spec: str) -> tuple[str, dict]:
+def parse_method(spec: str) -> tuple[str, dict]:  # noqa: D401
     from miniunlearn.data.base import parse_spec
     from miniunlearn.methods import get_method
 
@@ -219,7 +221,7 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
               runs: dict, progress=None) -> list[dict]:
     """All methods on one forget set; returns the rows."""
     from miniunlearn.ids import random_forget_ids
-    from miniunlearn.methods import forget
+    from miniunlearn.methods import UnlearnResult, forget
 
     rows: list[dict] = []
     by_mode: dict[str, dict] = {}
@@ -252,25 +254,37 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
         base = float((ctx["theta_T"] - theta_R).norm())
         test_R = _accuracy(model, theta_R, ds.X_test, ds.y_test)
         forget_R = _accuracy(model, theta_R, ds.X_train, ds.y_train, ids)
+        if config.include_original and ctx["methods"]:
+            # doing nothing: what every attack and metric reads on the model before unlearning
+            original = UnlearnResult(ctx["theta_T"], "original", {}, {
+                "time_s": 0.0, "passes_forget": 0.0, "passes_retained": 0.0, "history_bytes_read": 0,
+                "peak_rss_bytes": None})
+            key = ORIGINAL if mode == "converged" else f"{ORIGINAL}-sgd"  # the SGD run's own trained model
+            ctx["thetas"][key] = ctx["theta_T"]
+            ctx["methods"][key] = (ORIGINAL, {}, original)
         mia = {}
         if config.population_attacks and ctx["methods"]:
             mia = _population_attacks(run, {**ctx["thetas"], "__retrained__": theta_R}, ids, config.mia_max_rows, seed)
         ulira = {}
         if config.shadows and ratio in config.ulira_ratios and seed in config.ulira_seeds and ctx["methods"]:
-            shadow_methods = {key: (name, options) for key, (name, options, _) in ctx["methods"].items()}
+            # the original model is attacked by classic LiRA: shadows trained, not unlearned
+            shadow_methods = {key: (None if name == ORIGINAL else name, options)
+                              for key, (name, options, _) in ctx["methods"].items()}
             targets = {**ctx["thetas"], "retrained": theta_R}
             ulira = _ulira(run, ids, targets, shadow_methods, config, seed,
                            out / "ulira" / f"{_slug(label)}-{mode}-r{ratio:g}-s{seed}")
         for key, (name, options, result) in ctx["methods"].items():
             s = result.stats
             theta = result.theta
+            is_original = name == ORIGINAL
             distance = float((theta - theta_R).norm())
             row = {k: None for k in ROW_KEYS}
             row.update(dataset=label, dataset_spec=run.meta["dataset"]["spec"], synthetic=bool(ds.synthetic),
-                       n_train=ds.n_train, ratio=ratio, seed=seed, method=_method_label(name, options),
+                       n_train=ds.n_train, ratio=ratio, seed=seed,
+                       method=key if is_original else _method_label(name, options),
                        refine=int(options.get("refine", 0)) if name == "mini" else None, mode=mode,
                        time_s=s["time_s"], retrain_time_s=retrained.stats["time_s"],
-                       speedup_vs_retrain=retrained.stats["time_s"] / s["time_s"] if s["time_s"] > 0 else None,
+                       speedup_vs_retrain=None if is_original else retrained.stats["time_s"] / s["time_s"],
                        passes_forget=s["passes_forget"], passes_retained=s["passes_retained"],
                        history_bytes=s["history_bytes_read"], peak_rss_bytes=s["peak_rss_bytes"],
                        relative_residual=distance / base if base > 0 else 0.0, l2_to_retrain=distance,
