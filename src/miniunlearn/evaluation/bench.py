@@ -111,7 +111,7 @@ def resolve_dataset(name: str) -> tuple[str, str]:
     return name, name
 
 
-def parse_method(spec: str) -> tuple[str, dict]:  # noqa: D401
+def parse_method(spec: str) -> tuple[str, dict]:
     from miniunlearn.data.base import parse_spec
     from miniunlearn.methods import get_method
 
@@ -284,7 +284,7 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
                        method=key if is_original else _method_label(name, options),
                        refine=int(options.get("refine", 0)) if name == "mini" else None, mode=mode,
                        time_s=s["time_s"], retrain_time_s=retrained.stats["time_s"],
-                       speedup_vs_retrain=None if is_original else retrained.stats["time_s"] / s["time_s"],
+                       speedup_vs_retrain=retrained.stats["time_s"] / s["time_s"] if s["time_s"] > 0 else None,
                        passes_forget=s["passes_forget"], passes_retained=s["passes_retained"],
                        history_bytes=s["history_bytes_read"], peak_rss_bytes=s["peak_rss_bytes"],
                        relative_residual=distance / base if base > 0 else 0.0, l2_to_retrain=distance,
