@@ -17,6 +17,7 @@ demo: install
 	$(BIN)/miniunlearn demo
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 # Optional: Fashion-MNIST from Debian (needs root); used by the paper benchmark, not by demo or tests.

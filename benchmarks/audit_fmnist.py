@@ -2,7 +2,7 @@
 
 Two runs of multinomial logistic regression on Fashion-MNIST (60000 x 784, 10 classes):
 
-* ``converged``: Newton-CG to ||grad F|| <= 1e-9, lambda = 1e-3 (SPEC section 3), with the
+* ``converged``: Newton-CG to ||grad F|| <= 1e-9, lambda = 1e-3, with the
   Mini-Unlearning history (``--profile``); methods ``--converged-methods`` (default mini, finetune);
 * ``trajectory``: seeded mini-batch SGD (20 epochs, batch 16384, lr 0.1 then 0.05 from epoch 10,
   lambda = 1e-4, DeltaGrad's setting) with DeltaGrad's history; methods ``--trajectory-methods``
@@ -44,14 +44,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from miniunlearn.core.progress import progress_bar
+from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json
 from miniunlearn.data import load_dataset
-from miniunlearn.evaluation.audit import audit, evaluate, load_request
-from miniunlearn.ids import random_forget_ids, write_ids_file
-from miniunlearn.methods import RESULT_JSON, forget
-from miniunlearn.progress import progress_bar
-from miniunlearn.run import RUN_JSON, open_run
-from miniunlearn.storage import atomic_write_bytes, atomic_write_json
-from miniunlearn.training import SGDSchedule, train
+from miniunlearn.experiments.audit import audit, evaluate, load_request
+from miniunlearn.runs import train
+from miniunlearn.runs.run import RESULT_JSON, RUN_JSON, open_run
+from miniunlearn.service import forget
+from miniunlearn.service.requests import random_forget_ids, write_ids_file
+from miniunlearn.training import SGDSchedule
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "audit"
@@ -87,7 +88,7 @@ def get_run(kind: str, dataset, work: Path, profile: str):
 
 def unlearned_dir(run, ids: np.ndarray, method: str, out: Path, reuse: bool = True) -> Path:
     """``forget`` into ``out`` unless (``reuse``) a finished result for the same ids is already there."""
-    from miniunlearn.evaluation.audit import ids_digest
+    from miniunlearn.service.ledger import ids_sha256 as ids_digest
 
     result = out / RESULT_JSON
     if reuse and result.is_file() and json.loads(result.read_text()).get("forget_ids_sha256") == ids_digest(ids):

@@ -32,9 +32,10 @@ import torch
 
 from miniunlearn.data import load_dataset
 from miniunlearn.evaluation.metrics import accuracy
-from miniunlearn.ids import random_forget_ids
-from miniunlearn.methods import forget
-from miniunlearn.training import SGDSchedule, train
+from miniunlearn.runs import train
+from miniunlearn.service import forget
+from miniunlearn.service.requests import random_forget_ids
+from miniunlearn.training import SGDSchedule
 
 RESULTS = Path(__file__).resolve().parent / "results" / "deltagrad"
 SETTING = {"dataset": "fashion-mnist", "l2": 1e-4, "epochs": 20, "batch_size": 16384, "lr": 0.1,

@@ -91,7 +91,7 @@ class Runner:
 
 
 def load_theta(directory: Path) -> np.ndarray:
-    from miniunlearn.run import load_model
+    from miniunlearn.runs.run import load_model
 
     return load_model(directory)[1].numpy()
 
@@ -122,8 +122,8 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
 
-    from miniunlearn.ids import random_forget_ids, write_ids_file
-    from miniunlearn.storage import atomic_write_bytes, atomic_write_json
+    from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json
+    from miniunlearn.service.requests import random_forget_ids, write_ids_file
 
     work = Path(args.work or tempfile.mkdtemp(prefix="miniunlearn-scale-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -1,37 +1,33 @@
 """miniunlearn: machine unlearning from a minimal training history.
 
-Train a model while recording a minimal history, then remove any subset of its
-training data fast and show that the result is what retraining would give.
+Train a model while recording a minimal history, then remove any subset of its training data
+fast and show that the result is what retraining would give.
 
 The public API mirrors the command line:
 
->>> from miniunlearn import load_dataset, train, open_run           # doctest: +SKIP
+>>> from miniunlearn import load_dataset, train, forget               # doctest: +SKIP
 >>> run = train(load_dataset("digits"), l2=1e-3, out="runs/digits")  # doctest: +SKIP
+>>> result = forget(run, [0, 5, 9], method="mini", out="runs/digits-mini")  # doctest: +SKIP
 """
 
-from miniunlearn.errors import MiniUnlearnError
+from importlib import import_module
+
+from miniunlearn.core.errors import MiniUnlearnError
 
 __version__ = "0.1.0"
 
-__all__ = ["MiniUnlearnError", "__version__", "load_dataset", "train", "open_run", "forget"]
+# name -> module: imported on first use, so `import miniunlearn` (and `--help`) stays fast
+_LAZY = {
+    "load_dataset": "miniunlearn.data",
+    "train": "miniunlearn.runs",
+    "open_run": "miniunlearn.runs",
+    "forget": "miniunlearn.service",
+}
+
+__all__ = ["MiniUnlearnError", "__version__", *_LAZY]
 
 
 def __getattr__(name):
-    # Lazy re-exports keep `import miniunlearn` (and `--help`) fast: torch loads on first use.
-    if name == "load_dataset":
-        from miniunlearn.data import load_dataset
-
-        return load_dataset
-    if name == "train":
-        from miniunlearn.training import train
-
-        return train
-    if name == "open_run":
-        from miniunlearn.run import open_run
-
-        return open_run
-    if name == "forget":
-        from miniunlearn.methods import forget
-
-        return forget
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'miniunlearn' has no attribute {name!r}")

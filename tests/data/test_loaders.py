@@ -3,8 +3,8 @@ import gzip
 import numpy as np
 import pytest
 
-from miniunlearn.data import export_dataset, load_dataset, parse_spec, read_idx
-from miniunlearn.errors import DataError
+from miniunlearn.core.errors import DataError
+from miniunlearn.data import export_dataset, load_dataset, read_idx
 from tests.helpers import write_idx
 
 
@@ -29,14 +29,17 @@ def test_loading_is_deterministic_and_fingerprint_tracks_data():
     assert s1.X_train.shape == (400, 5) and s1.n_classes == 3 and s1.synthetic
 
 
-def test_spec_parsing_and_bad_specs():
-    assert parse_spec("synthetic:n_samples=10,separation=0.5") == ("synthetic", {"n_samples": 10, "separation": 0.5})
+def test_bad_specs_and_options_are_refused_by_name():
     with pytest.raises(DataError, match="unknown dataset 'nope'"):
         load_dataset("nope")
     with pytest.raises(DataError, match="has no option colour"):
         load_dataset("digits:colour=1")
-    with pytest.raises(DataError, match="expected key=value"):
+    with pytest.raises(DataError, match="should look like key=value"):
         load_dataset("synthetic:n_samples")
+    with pytest.raises(DataError, match=r"n_samples must be an integer in \[10, 1e\+08\], got 5"):
+        load_dataset("synthetic:n_samples=5")
+    with pytest.raises(DataError, match="label_noise must be a finite number in"):
+        load_dataset("synthetic:label_noise=nan")
 
 
 def _idx_folder(folder, rng, n_train=30, n_test=10, gz=True):

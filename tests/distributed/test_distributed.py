@@ -22,10 +22,10 @@ import torch
 
 from miniunlearn import distributed
 from miniunlearn.data import load_dataset
-from miniunlearn.ids import random_forget_ids, write_ids_file
-from miniunlearn.methods import forget
-from miniunlearn.run import load_model
-from miniunlearn.training import train
+from miniunlearn.runs import train
+from miniunlearn.runs.run import load_model
+from miniunlearn.service import forget
+from miniunlearn.service.requests import random_forget_ids, write_ids_file
 
 SPEC = "higgs-synthetic:n_rows=20000,seed=3"  # a float32 memory map, like HIGGS at full size
 L2 = 1e-3

@@ -46,16 +46,28 @@ def test_distance_and_relative_residual():
         parameter_distance(w, torch.zeros(4))
 
 
-def test_a_model_against_itself_has_zero_gaps(overfit):
+def test_the_report_matches_an_independent_computation(overfit, rng):
     run, ds, ids = overfit["run"], overfit["dataset"], overfit["ids"]
-    w_R = overfit["theta_R"]
-    report = evaluate_models(run.model, {"same": w_R.clone()}, w_R, overfit["theta_T"], ds, ids, chunk_rows=64)
-    same = report["models"]["same"]
-    for key in ("test_accuracy_gap", "retained_accuracy_gap", "forget_accuracy_gap", "distance_to_retrained",
-                "relative_residual", "kl_test", "kl_forget"):
-        assert same[key] == 0.0, key
-    assert same["agreement_test"] == 1.0 and same["agreement_forget"] == 1.0
-    assert same == report["retrained"]
+    w_R, w_T = overfit["theta_R"], overfit["theta_T"]
+    w = w_R + 0.3 * (w_T - w_R) + torch.from_numpy(rng.normal(scale=0.05, size=w_R.numel()))
+    report = evaluate_models(run.model, {"w": w}, w_R, w_T, ds, ids, chunk_rows=64)
+    got = report["models"]["w"]
+    keep = np.setdiff1d(np.arange(ds.n_train), ids)
+    C = ds.n_classes
+
+    def accuracy(theta, X, y):
+        return np.mean(_numpy_probs(theta.numpy(), X, C).argmax(1) == y)
+
+    for key, X, y in (("test", ds.X_test, ds.y_test), ("retained", ds.X_train[keep], ds.y_train[keep]),
+                      ("forget", ds.X_train[ids], ds.y_train[ids])):
+        assert got[f"{key}_accuracy"] == pytest.approx(accuracy(w, X, y))
+        assert got[f"{key}_accuracy_gap"] == pytest.approx(accuracy(w, X, y) - accuracy(w_R, X, y))
+    distance = np.linalg.norm((w - w_R).numpy())
+    assert got["distance_to_retrained"] == pytest.approx(distance, rel=1e-12)
+    assert got["relative_residual"] == pytest.approx(distance / np.linalg.norm((w_T - w_R).numpy()), rel=1e-12)
+    P, R = _numpy_probs(w.numpy(), ds.X_test, C), _numpy_probs(w_R.numpy(), ds.X_test, C)
+    assert got["kl_test"] == pytest.approx(np.mean(np.sum(R * (np.log(R) - np.log(P)), axis=1)), rel=1e-9)
+    assert got["agreement_test"] == pytest.approx(np.mean(P.argmax(1) == R.argmax(1)))
     assert report["rows"] == {"test": ds.n_test, "retained": ds.n_train - len(ids), "forget": len(ids)}
 
 

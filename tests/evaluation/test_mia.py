@@ -6,9 +6,15 @@ import torch
 from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 
-from miniunlearn.errors import InputError
-from miniunlearn.evaluation.mia import (auc_confidence_interval, loss_attack, population_attacks, sample_scores,
-                                        svc_mia_efficacy)
+from miniunlearn.core.errors import InputError
+from miniunlearn.evaluation.mia import (
+    auc_confidence_interval,
+    loss_attack,
+    population_attacks,
+    sample_scores,
+    shadow_member_ids,
+    svc_mia_efficacy,
+)
 from miniunlearn.models import LogisticRegression
 
 
@@ -84,7 +90,7 @@ def test_svc_efficacy_on_the_retrained_model_is_that_of_unseen_rows(overfit):
     (fresh) half of the test rows: for the retrained model both are unseen, so the two rates agree
     (two-proportion 95 % interval of the difference contains 0); for the original they do not."""
     run, ds, ids = overfit["run"], overfit["dataset"], overfit["ids"]
-    from miniunlearn.run import retained_ids
+    from miniunlearn.models.rows import retained_ids
 
     half = ds.n_test // 2
     differences = {}
@@ -102,14 +108,30 @@ def test_svc_efficacy_on_the_retrained_model_is_that_of_unseen_rows(overfit):
     assert differences["theta_T"][0] > 0.2  # the original's forgotten rows look seen
 
 
-def test_population_attacks_report_every_model_with_the_same_rows(overfit):
+def test_population_attacks_use_the_same_rows_for_every_model(overfit):
+    """The SVC efficacy of each model equals SalUn's recipe recomputed by hand (numpy confidences,
+    the same seeded shadow rows, a fresh scikit-learn SVC): so every model sees the same rows."""
+    from sklearn.svm import SVC
+
     run, ds, ids = overfit["run"], overfit["dataset"], overfit["ids"]
-    thetas = {"copy": overfit["theta_R"].clone(), "retrained": overfit["theta_R"], "original": overfit["theta_T"]}
-    out = population_attacks(run.model, thetas, ds, ids, svc_features=("confidence", "entropy"))
-    assert out["loss_attack"]["copy"] == out["loss_attack"]["retrained"]
-    assert out["svc_mia"]["entropy"]["copy"] == out["svc_mia"]["entropy"]["retrained"]
+    thetas = {"retrained": overfit["theta_R"], "original": overfit["theta_T"]}
+    out = population_attacks(run.model, thetas, ds, ids, svc_features=("confidence", "entropy"), seed=4)
+    shadow = shadow_member_ids(np.setdiff1d(np.arange(ds.n_train), ids), ds.n_test, seed=4)
+    assert out["rows"]["shadow_members"] == len(shadow) == min(ds.n_test, ds.n_train - len(ids))
+    for name, theta in thetas.items():
+        W = theta.numpy().reshape(ds.n_classes, -1)
+
+        def confidence(X, y):
+            Z = X @ W[:, :-1].T + W[:, -1]
+            P = np.exp(Z - Z.max(axis=1, keepdims=True))
+            return (P / P.sum(axis=1, keepdims=True))[np.arange(len(y)), y][:, None]
+
+        members, nonmembers = confidence(ds.X_train[shadow], ds.y_train[shadow]), confidence(ds.X_test, ds.y_test)
+        svc = SVC(C=3, gamma="auto").fit(np.vstack([members, nonmembers]),
+                                         np.r_[np.ones(len(members)), np.zeros(len(nonmembers))])
+        expected = np.mean(svc.predict(confidence(ds.X_train[ids], ds.y_train[ids])) == 0)
+        assert out["svc_mia"]["confidence"][name]["efficacy"] == pytest.approx(expected)
     assert out["svc_mia"]["confidence"]["original"]["efficacy"] < out["svc_mia"]["confidence"]["retrained"]["efficacy"]
-    assert out["rows"]["shadow_members"] == min(ds.n_test, ds.n_train - len(ids))
 
 
 def test_bad_attack_inputs_are_refused():

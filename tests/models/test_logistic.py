@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.models import CachedCurvature, LogisticRegression, Objective, Rows
 
 
 @pytest.fixture
@@ -24,20 +24,35 @@ def test_closed_form_derivatives_match_autograd(problem):
     loss_sum, grad_sum = model.loss_grad_sum(theta, X, y)
     assert torch.allclose(loss_sum, loss(theta))
     assert torch.allclose(grad_sum, grad_auto, atol=1e-12)
-    assert torch.allclose(model.hessian_sum(theta, X, y), hess_auto, atol=1e-12)
+    probs = model.probabilities(theta, X)
+    assert torch.allclose(model.hessian_sum(X, probs), hess_auto, atol=1e-12)
     V = torch.randn(model.n_params, 3, dtype=torch.float64)
-    assert torch.allclose(model.hvp_sum(theta, X, y, V), hess_auto @ V, atol=1e-12)
-    assert torch.allclose(model.hvp_sum(theta, X, y, V[:, 0]), hess_auto @ V[:, 0], atol=1e-12)
-    assert torch.allclose(model.hessian_diag_sum(theta, X, y), hess_auto.diagonal(), atol=1e-12)
+    assert torch.allclose(model.hvp_sum(X, probs, V), hess_auto @ V, atol=1e-12)
+    assert torch.allclose(model.hvp_sum(X, probs, V[:, 0]), hess_auto @ V[:, 0], atol=1e-12)
+    assert torch.allclose(model.hessian_diag_sum(X, probs), hess_auto.diagonal(), atol=1e-12)
 
 
-def test_per_sample_grads_by_torch_func(problem):
-    model, theta, X, y = problem
-    per_sample = model.per_sample_grads(theta, X, y)
-    assert per_sample.shape == (len(y), model.n_params)
-    for i in (0, 7, 39):
-        single = model.grad_sum(theta, X[i:i + 1], y[i:i + 1])
-        assert torch.allclose(per_sample[i], single, atol=1e-13)
+@pytest.mark.parametrize("keep_rows, workers", [(False, 1), (True, 3)])
+def test_cached_curvature_equals_autograd_and_counts_its_passes(rng, keep_rows, workers):
+    n, d, C, l2 = 300, 4, 3, 0.05
+    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
+    model = LogisticRegression(d, C)
+    theta = torch.from_numpy(rng.normal(size=model.n_params))
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, Xt), yt, reduction="sum")
+    hess_auto = torch.autograd.functional.hessian(loss, theta)
+    t = theta.clone().requires_grad_()
+    grad_auto = torch.autograd.grad(loss(t), t)[0]
+    rows = Rows(X, y, chunk_rows=37, workers=workers)
+    cache = CachedCurvature(model, rows, theta, keep_rows=keep_rows, grad=True, diag=True)
+    v = torch.from_numpy(rng.normal(size=model.n_params))
+    assert torch.allclose(cache.grad_sum, grad_auto, atol=1e-11)
+    assert torch.allclose(cache.diag_sum, hess_auto.diagonal(), atol=1e-11)
+    assert torch.allclose(cache.hvp_sum(v), hess_auto @ v, atol=1e-11)
+    assert rows.rows_read == 2 * n  # the sweep that cached the probabilities, then one product
+    curvature = Objective(model, Rows(X, y), l2).curvature(theta)
+    assert torch.allclose(curvature.hvp(v), hess_auto @ v / n + l2 * v, atol=1e-12)
+    assert torch.allclose(curvature.diag, hess_auto.diagonal() / n + l2, atol=1e-12)
 
 
 def test_linear_layout_round_trip(problem):

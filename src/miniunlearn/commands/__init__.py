@@ -1,6 +1,7 @@
-"""Further CLI command groups, one module each.
+"""The CLI commands, one module per command group.
 
-Every module here defines ``attach(cli)``, which adds its commands to the root click group;
-:mod:`miniunlearn.cli` calls it for every module at start-up. Modules must import heavy
-libraries (torch, sklearn) inside their command functions so that ``--help`` stays fast.
+Every command module defines ``attach(cli)``, which adds its commands to the root click group
+(:mod:`miniunlearn.cli`). Modules import heavy libraries (torch, sklearn) inside their command
+functions so that ``--help`` stays fast; :mod:`miniunlearn.commands.output` holds the printing
+helpers every command shares.
 """

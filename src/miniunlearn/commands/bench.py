@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console
 
 
 def _split(values, cast):
@@ -28,7 +28,7 @@ def attach(cli) -> None:
     @click.option("--threads", type=int, default=None, help="torch threads (default: torch's own choice).")
     @click.option("--out", required=True, type=click.Path(file_okay=False),
                   help="Output folder (results.json, report.md, plots, cached runs). Rerun to resume.")
-    @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+    @JSON_OPTION
     def bench(preset, datasets, ratios, methods, seeds, shadows, no_attacks, threads, out, as_json):
         """Run every dataset x ratio x method x seed against retraining; write results.json and report.md.
 
@@ -36,8 +36,8 @@ def attach(cli) -> None:
         """
         import dataclasses
 
-        from miniunlearn.evaluation.bench import PRESETS, run_bench
-        from miniunlearn.evaluation.report import write_report
+        from miniunlearn.experiments.bench import PRESETS, run_bench
+        from miniunlearn.experiments.report import write_report
 
         config = dataclasses.replace(PRESETS[preset])
         if datasets:
@@ -57,7 +57,7 @@ def attach(cli) -> None:
         command = "miniunlearn bench --preset " + preset + f" --out {out}"
         report = write_report(rows, out, f"miniunlearn bench, preset {preset}", command)
         if as_json:
-            from miniunlearn.storage import to_json
+            from miniunlearn.core.storage import to_json
 
             click.echo(to_json(rows))
         else:
@@ -72,8 +72,8 @@ def attach(cli) -> None:
         Trains a converged and an SGD run on scikit-learn's digits, then prints how far each method
         lands from retraining, how long it took, and what a loss-based membership attack sees.
         """
-        from miniunlearn.evaluation.bench import PRESETS, run_bench
-        from miniunlearn.evaluation.report import summarize, write_report
+        from miniunlearn.experiments.bench import PRESETS, run_bench
+        from miniunlearn.experiments.report import summarize, write_report
 
         rows = run_bench(PRESETS["demo"], out, log=lambda msg: click.echo(msg, err=True))
         report = write_report(rows, out, "miniunlearn demo", "miniunlearn demo")
@@ -84,8 +84,7 @@ def attach(cli) -> None:
 def _print_demo(summary: dict) -> None:
     from rich.table import Table
 
-    from miniunlearn.cli import console
-
+    
     for dataset, cells in summary.items():
         table = Table(title=f"{dataset}: unlearning against retraining (same process, same threads)",
                       title_justify="left")

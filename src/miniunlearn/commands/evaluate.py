@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
 
 
 def _signed(value: float, digits: int = 4) -> str:
@@ -35,8 +35,7 @@ def _columns(payload: dict) -> list[tuple[str, dict]]:
 def _print_evaluation(payload: dict) -> None:
     from rich.table import Table
 
-    from miniunlearn.cli import console
-
+    
     cols = _columns(payload)
     rows_n = payload["rows"]
     table = Table(title=f"evaluation against the retrained model: {payload['n_forget']} of {payload['n_train']} rows "
@@ -69,8 +68,7 @@ def _print_evaluation(payload: dict) -> None:
 def _print_audit(payload: dict) -> None:
     from rich.table import Table
 
-    from miniunlearn.cli import console
-
+    
     out = console()
     names = list(payload["loss_attack"])
     ref_loss = payload["loss_attack"]["retrained"]
@@ -133,7 +131,7 @@ def attach(cli) -> None:
                   help="The retrained model's directory (`miniunlearn retrain`), the reference.")
     @click.option("--run", "run_dir", required=True, type=click.Path(), help="The run the models were unlearned from.")
     @click.option("--ids", "ids_file", required=True, type=click.Path(), help="The forget request: one 0-based row id per line.")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @JSON_OPTION
     def evaluate(model_dirs, retrained_dir, run_dir, ids_file, as_json):
         """Compare unlearned MODEL_DIRS with the retrained model on the same data.
 
@@ -142,8 +140,8 @@ def attach(cli) -> None:
         KL(p_R || p_w) and prediction agreement with the retrained model on test and forgotten rows.
         The retrained and the original model are shown as reference columns.
         """
-        from miniunlearn.cli import emit
-        from miniunlearn.evaluation.audit import evaluate as evaluate_request, load_request
+        from miniunlearn.experiments.audit import evaluate as evaluate_request
+        from miniunlearn.experiments.audit import load_request
 
         request = load_request(run_dir, ids_file, model_dirs, retrained_dir)
         emit(evaluate_request(request), as_json, _print_evaluation)
@@ -174,7 +172,7 @@ def attach(cli) -> None:
                   help="Directory for audit.json, the U-LiRA ROC plots (PNG) and scores (npz).")
     @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
                   help="Where shadow run directories (with their histories) live while they exist.")
-    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @JSON_OPTION
     def audit(model_dirs, retrained_dir, run_dir, ids_file, shadows, shadow_method, settings, workers, max_targets,
               variance, no_lira, svc_features, seed, out_dir, tmp_dir, as_json):
         """Membership-inference audit of the forget set: MODEL_DIRS, the retrained and the original model.
@@ -188,11 +186,12 @@ def attach(cli) -> None:
         """
         from pathlib import Path
 
-        from miniunlearn.cli import emit, parse_key_values
-        from miniunlearn.errors import InputError
-        from miniunlearn.evaluation.audit import audit as audit_request, load_request
-        from miniunlearn.progress import progress_bar
-        from miniunlearn.storage import atomic_write_json
+        from miniunlearn.core.errors import InputError
+        from miniunlearn.core.progress import progress_bar
+        from miniunlearn.core.storage import atomic_write_json
+        from miniunlearn.core.text import parse_key_values
+        from miniunlearn.experiments.audit import audit as audit_request
+        from miniunlearn.experiments.audit import load_request
 
         options = parse_key_values(settings, "--set")
         if options and not shadow_method:

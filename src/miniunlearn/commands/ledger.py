@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, fmt
 
 
 def attach(cli) -> None:
@@ -18,7 +18,7 @@ def attach(cli) -> None:
                    "exit 2 when something is wrong.")
 @click.option("--forgotten-ids", "forgotten_out", type=click.Path(dir_okay=False),
               help="Write the ids of every forgotten row to this file (one per line).")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@JSON_OPTION
 def ledger(run_dir, verify, forgotten_out, as_json):
     """List the deletion requests recorded for RUN_DIR (its ledger.sqlite).
 
@@ -30,11 +30,10 @@ def ledger(run_dir, verify, forgotten_out, as_json):
     request whose recorded model was gone). Rows of failed, started and abandoned requests are
     not forgotten.
     """
-    from miniunlearn.cli import emit
-    from miniunlearn.errors import RunError
-    from miniunlearn.ids import write_ids_file
-    from miniunlearn.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
-    from miniunlearn.run import open_run
+    from miniunlearn.core.errors import RunError
+    from miniunlearn.runs import open_run
+    from miniunlearn.service.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
+    from miniunlearn.service.requests import write_ids_file
 
     run = open_run(run_dir)
     payload = {"run": str(run.path), "ledger": str(Ledger.path_for(run)), "n_train": run.n_train,
@@ -78,8 +77,7 @@ def _describe(request, busy: bool) -> dict:
 def _human(payload: dict) -> None:
     from rich.table import Table
 
-    from miniunlearn.cli import console, fmt
-
+    
     out = console()
     out.print(f"[bold]{payload['ledger']}[/bold]: {len(payload['requests'])} request(s); "
               f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten")

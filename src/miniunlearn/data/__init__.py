@@ -5,21 +5,20 @@ lists what is registered. Every loader is deterministic: the same spec gives the
 rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field.
 """
 
+import numpy as np
+
+from miniunlearn.core.storage import atomic_write
 from miniunlearn.data import builtin, idx, tabular  # noqa: F401  (registers the loaders)
-from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset, parse_spec
+from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset
 from miniunlearn.data.fingerprint import fingerprint_arrays
 from miniunlearn.data.idx import read_idx
 
-__all__ = ["Dataset", "dataset_info", "dataset_names", "load_dataset", "parse_spec", "fingerprint_arrays",
+__all__ = ["Dataset", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
            "read_idx", "export_dataset"]
 
 
 def export_dataset(dataset: Dataset, out: str) -> None:
     """Write ``X_train, y_train, X_test, y_test`` exactly as training sees them to an .npz file."""
-    import numpy as np
-
-    from miniunlearn.storage import atomic_write
-
     def write(tmp):
         with open(tmp, "wb") as handle:
             np.savez(handle, X_train=np.asarray(dataset.X_train, dtype=np.float64),

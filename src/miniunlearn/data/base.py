@@ -8,7 +8,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from miniunlearn.errors import DataError
+from miniunlearn.core.errors import DataError, InputError
+from miniunlearn.core.params import Param, validate_params
+from miniunlearn.core.text import parse_spec
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,19 +74,23 @@ class DatasetInfo:
     name: str
     summary: str
     loader: Callable[..., Dataset]
-    options: dict[str, str]
+    parameters: dict[str, Param]
     available: Callable[[], tuple[bool, str]]
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
-def register_dataset(name: str, summary: str, options: dict[str, str] | None = None,
+def register_dataset(name: str, summary: str, parameters: dict[str, Param] | None = None,
                      available: Callable[[], tuple[bool, str]] | None = None):
-    """Decorator: make ``loader(**options) -> Dataset`` loadable as ``name[:key=value,...]``."""
+    """Decorator: make ``loader(**options) -> Dataset`` loadable as ``name[:key=value,...]``.
+
+    ``parameters`` declare the options (:class:`~miniunlearn.core.params.Param`); values are
+    validated before the loader is called.
+    """
 
     def decorate(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        _REGISTRY[name] = DatasetInfo(name, summary, loader, dict(options or {}),
+        _REGISTRY[name] = DatasetInfo(name, summary, loader, dict(parameters or {}),
                                       available or (lambda: (True, "built in")))
         return loader
 
@@ -101,38 +107,18 @@ def dataset_info(name: str) -> DatasetInfo:
     return _REGISTRY[name]
 
 
-def _coerce(value: str) -> Any:
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
-
-
-def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
-    """Split ``"name:key=value,key=value"`` into the name and typed options."""
-    if not isinstance(spec, str) or not spec.strip():
-        raise DataError("empty dataset name; see `miniunlearn data list`")
-    name, _, rest = spec.strip().partition(":")
-    options: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise DataError(f"bad dataset option {item!r} in {spec!r}; expected key=value")
-        options[key.strip().replace("-", "_")] = _coerce(value.strip())
-    return name.strip(), options
-
-
 def load_dataset(spec: str) -> Dataset:
     """Load a dataset from its spec, e.g. ``"digits"`` or ``"synthetic:n_samples=5000,n_classes=3"``."""
-    name, options = parse_spec(spec)
+    try:
+        name, options = parse_spec(spec, "dataset spec")
+    except InputError as exc:
+        raise DataError(f"{exc}; see `miniunlearn data list`") from None
     info = dataset_info(name)
-    unknown = sorted(set(options) - set(info.options))
-    if unknown:
-        known = ", ".join(sorted(info.options)) or "none"
-        raise DataError(f"dataset {name!r} has no option {', '.join(unknown)}; its options: {known}")
-    dataset = info.loader(**options)
+    try:
+        values = validate_params(f"dataset {name!r}", info.parameters, options)
+    except InputError as exc:
+        raise DataError(str(exc)) from None
+    dataset = info.loader(**values)
     return dataclasses.replace(dataset, spec=spec.strip())
 
 

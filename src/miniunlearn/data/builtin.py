@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import numpy as np
 
+from miniunlearn.core.errors import DataError
+from miniunlearn.core.params import Interval, Param
 from miniunlearn.data.base import Dataset, as_labels, register_dataset, standardize, stratified_split
 
 _SPLIT = {"test_size": 0.25, "seed": 0}
@@ -58,33 +62,22 @@ def make_synthetic(n_samples: int, n_features: int, n_classes: int, seed: int,
 @register_dataset(
     "synthetic",
     "seeded synthetic classification set (Gaussian features, softmax teacher, label noise)",
-    options={"n_samples": "rows in all, train + test (default 5000)",
-             "n_features": "features (default 20)",
-             "n_classes": "classes (default 3)",
-             "seed": "generator seed (default 0)",
-             "test_size": "share held out for test (default 0.2)",
-             "separation": "teacher scale, larger is easier (default 1.0)",
-             "label_noise": "share of random labels (default 0.1)"},
+    parameters={
+        "n_samples": Param(5000, Interval(Integral, 10, 10**8), help="rows in all, train + test"),
+        "n_features": Param(20, Interval(Integral, 1, 10_000), help="features"),
+        "n_classes": Param(3, Interval(Integral, 2, 10_000), help="classes"),
+        "seed": Param(0, Interval(Integral, 0, 2**63 - 1), help="generator seed"),
+        "test_size": Param(0.2, Interval(Real, 0, 1, closed="neither"), help="share held out for test"),
+        "separation": Param(1.0, Interval(Real, 0, 1e6), help="teacher scale, larger is easier"),
+        "label_noise": Param(0.1, Interval(Real, 0, 1), help="share of random labels"),
+    },
 )
 def load_synthetic(n_samples: int = 5000, n_features: int = 20, n_classes: int = 3, seed: int = 0,
                    test_size: float = 0.2, separation: float = 1.0, label_noise: float = 0.1) -> Dataset:
-    from miniunlearn.errors import DataError
-
-    for option, value in (("n_samples", n_samples), ("n_features", n_features), ("n_classes", n_classes),
-                          ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-                or value in (float("inf"), float("-inf")) or int(value) != value or value < 0:
-            raise DataError(f"synthetic option {option} must be a non-negative integer, got {value!r}")
-    for option, value in (("test_size", test_size), ("separation", separation), ("label_noise", label_noise)):
-        if not isinstance(value, (int, float)) or not abs(value) < float("inf"):
-            raise DataError(f"synthetic option {option} must be a finite number, got {value!r}")
-    if int(n_samples) < 10 or int(n_features) < 1 or int(n_classes) < 2:
-        raise DataError("synthetic needs n_samples >= 10, n_features >= 1 and n_classes >= 2")
-    if not 0 < float(test_size) < 1:
-        raise DataError(f"synthetic test_size must lie in (0, 1), got {test_size}")
-    X, y = make_synthetic(int(n_samples), int(n_features), int(n_classes), int(seed), float(separation),
-                          float(label_noise))
-    n_test = max(1, int(round(len(y) * float(test_size))))
+    X, y = make_synthetic(n_samples, n_features, n_classes, seed, separation, label_noise)
+    n_test = max(1, int(round(len(y) * test_size)))
+    if n_test >= len(y):
+        raise DataError(f"synthetic: test_size {test_size} leaves no training rows out of {n_samples}")
     X_tr, X_te, y_tr, y_te = X[:-n_test], X[-n_test:], y[:-n_test], y[-n_test:]
     X_tr, X_te, record = standardize(X_tr, X_te)
     record["split"] = f"last {n_test} generated rows are the test set"

@@ -17,7 +17,7 @@ def fingerprint_arrays(X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
     Labels and features are hashed in row chunks (the digest is that of the concatenated
     bytes either way), so a memory-mapped set is never copied whole.
     """
-    from miniunlearn.progress import progress_bar
+    from miniunlearn.core.progress import progress_bar
 
     digest = hashlib.sha256()
     digest.update(f"rows={X.shape[0]};features={X.shape[1]};classes={n_classes};".encode())

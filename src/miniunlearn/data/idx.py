@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from miniunlearn.core.errors import DataError
+from miniunlearn.core.params import Param, Text
 from miniunlearn.data.base import Dataset, check_finite, register_dataset
-from miniunlearn.errors import DataError
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -88,7 +89,7 @@ def _folder_available(folder: str) -> tuple[bool, str]:
 @register_dataset(
     "fashion-mnist",
     "Fashion-MNIST, 70000 x 784, 10 classes (idx files; Debian package dataset-fashion-mnist)",
-    options={"path": f"folder of idx files (default {FASHION_MNIST_DIR})"},
+    parameters={"path": Param(FASHION_MNIST_DIR, Text(), help="folder of the four idx files")},
     available=lambda: _folder_available(FASHION_MNIST_DIR),
 )
 def load_fashion_mnist(path: str = FASHION_MNIST_DIR) -> Dataset:
@@ -100,7 +101,7 @@ def load_fashion_mnist(path: str = FASHION_MNIST_DIR) -> Dataset:
 @register_dataset(
     "mnist",
     "MNIST handwritten digits, 70000 x 784, 10 classes (any folder of the four idx files)",
-    options={"path": "folder of idx files (required)"},
+    parameters={"path": Param(None, Text(), None, help="folder of the four idx files (required)")},
     available=lambda: (False, "needs mnist:path=DIR"),
 )
 def load_mnist(path: str | None = None) -> Dataset:

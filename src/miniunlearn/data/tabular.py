@@ -11,14 +11,16 @@ import gzip
 import hashlib
 import json
 import os
+from numbers import Integral
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
+from miniunlearn.core.errors import DataError
+from miniunlearn.core.params import Interval, Param, Text
+from miniunlearn.core.storage import atomic_write_json
 from miniunlearn.data.base import Dataset, as_labels, check_finite, register_dataset, standardize
-from miniunlearn.errors import DataError
-from miniunlearn.storage import atomic_path, atomic_write_json
 
 COVTYPE_HINT = ("Covtype needs the network once (scikit-learn's fetch_covtype caches it under ~/scikit_learn_data) "
                 "or a local copy of the UCI file: pass `covtype:path=covtype.data.gz`.")
@@ -54,8 +56,8 @@ def _covtype_cached() -> tuple[bool, str]:
 @register_dataset(
     "covtype",
     "forest cover type, 581012 x 54, 7 classes (scikit-learn's fetcher, or a local UCI file)",
-    options={"path": "local covtype.data[.gz] (54 feature columns, then the label 1..7)",
-             "download": "1 to let scikit-learn download it (default 1)"},
+    parameters={"path": Param(None, Text(), None, help="local covtype.data[.gz] (54 feature columns, then the label 1..7)"),
+                "download": Param(1, Interval(Integral, 0, 1), help="1 lets scikit-learn download it")},
     available=lambda: _covtype_cached(),
 )
 def load_covtype(path: str | None = None, download: int = 1) -> Dataset:
@@ -97,7 +99,7 @@ def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
     The folder is complete only once ``meta.json`` exists; it is built under a temporary name
     and renamed, so an interrupted build is simply redone.
     """
-    from miniunlearn.progress import progress_bar
+    from miniunlearn.core.progress import progress_bar
 
     folder = cache_dir() / key
     if (folder / "meta.json").is_file():
@@ -191,8 +193,8 @@ def _higgs_csv_chunks(path: Path, n_rows: int) -> Iterator[tuple[np.ndarray, np.
 @register_dataset(
     "higgs",
     "HIGGS, 11000000 x 28, binary, from HIGGS.csv(.gz) into a float32 memory map",
-    options={"path": "HIGGS.csv or HIGGS.csv.gz (required)",
-             "n_rows": "read only the first n_rows rows (default all 11000000)"},
+    parameters={"path": Param(None, Text(), None, help="HIGGS.csv or HIGGS.csv.gz (required)"),
+                "n_rows": Param(11_000_000, Interval(Integral, 20, 11_000_000), help="read only the first n_rows rows")},
     available=lambda: (False, "needs higgs:path=HIGGS.csv.gz"),
 )
 def load_higgs(path: str | None = None, n_rows: int = 11_000_000) -> Dataset:
@@ -226,7 +228,8 @@ def _synthetic_higgs_chunks(n_rows: int, seed: int) -> Iterator[tuple[np.ndarray
 @register_dataset(
     "higgs-synthetic",
     "seeded HIGGS-shaped stand-in (default 11000000 x 28, binary), written straight to a float32 memory map",
-    options={"n_rows": "rows in all, train + test (default 11000000)", "seed": "generator seed (default 0)"},
+    parameters={"n_rows": Param(11_000_000, Interval(Integral, 20, 10**9), help="rows in all, train + test"),
+                "seed": Param(0, Interval(Integral, 0, 2**63 - 1), help="generator seed")},
 )
 def load_higgs_synthetic(n_rows: int = 11_000_000, seed: int = 0) -> Dataset:
     n_rows = int(n_rows)

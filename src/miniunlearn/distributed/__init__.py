@@ -40,7 +40,7 @@ from typing import Sequence, TypeVar
 import numpy as np
 import torch
 
-from miniunlearn.errors import MiniUnlearnError
+from miniunlearn.core.errors import MiniUnlearnError
 
 T = TypeVar("T")
 

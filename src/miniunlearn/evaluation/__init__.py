@@ -1,11 +1,9 @@
-"""Metrics, membership-inference attacks and reports for unlearned models (SPEC section 5).
+"""Pure measurements of models: fidelity to the retrained model, membership-inference attacks and
+LiRA statistics (docs/evaluation.md). Nothing here trains or unlearns a model.
 
 * :mod:`~miniunlearn.evaluation.metrics` -- accuracy gaps, ||w - w_R||, relative residual, KL and
   agreement with the retrained model, in bounded-memory chunks;
 * :mod:`~miniunlearn.evaluation.mia` -- population attacks: the cross-validated loss attack and
   SalUn's confidence-SVC MIA-efficacy, with DeLong / binomial confidence intervals;
-* :mod:`~miniunlearn.evaluation.ulira` -- per-example U-LiRA with shadow models;
-* :mod:`~miniunlearn.evaluation.audit` -- loading a forget request's models; ``evaluate`` and ``audit``.
-
-See docs/evaluation.md for the protocols and how to read the numbers.
+* :mod:`~miniunlearn.evaluation.lira` -- per-example Gaussians and likelihood-ratio scores of LiRA.
 """

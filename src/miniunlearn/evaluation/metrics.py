@@ -1,7 +1,7 @@
 """Model-quality and fidelity metrics, computed in bounded-memory chunks.
 
 Every metric here compares a model ``w`` (usually an unlearned one) with the retrained model
-``w_R`` -- the gold standard of SPEC section 2 -- on the same rows:
+``w_R`` -- the gold standard: the run's own configuration trained on the retained rows -- on the same rows:
 
 * accuracy on the test rows, the retained rows R and the forgotten rows U, and the *gap*
   ``acc(w) - acc(w_R)`` on each (0 is what exact unlearning gives);
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from miniunlearn.models.rows import DEFAULT_CHUNK_ROWS, Rows
+from miniunlearn.models.rows import DEFAULT_CHUNK_ROWS, Rows, retained_ids
 
 __all__ = ["accuracy", "parameter_distance", "relative_residual", "compare_on_rows", "RowComparison",
            "evaluate_models"]
@@ -116,7 +116,7 @@ def compare_on_rows(model, thetas: dict[str, torch.Tensor], reference: str, X: n
 def evaluate_models(model, thetas: dict[str, torch.Tensor], theta_retrained: torch.Tensor,
                     theta_original: torch.Tensor | None, dataset, forget_ids: np.ndarray,
                     chunk_rows: int = DEFAULT_CHUNK_ROWS) -> dict:
-    """The SPEC section 5 fidelity report for every model in ``thetas`` against the retrained model.
+    """The fidelity report (docs/evaluation.md) for every model in ``thetas`` against the retrained model.
 
     Returns ``{"models": {name: metrics}, "retrained": metrics, "original": metrics | None,
     "rows": {...}}`` where each ``metrics`` dict holds ``test_accuracy``, ``retained_accuracy``,
@@ -126,8 +126,6 @@ def evaluate_models(model, thetas: dict[str, torch.Tensor], theta_retrained: tor
     reference (gaps 0, distance 0, KL 0, agreement 1); the original model's entry shows what
     doing nothing would score.
     """
-    from miniunlearn.run import retained_ids as _retained_ids
-
     reserved = {"retrained", "original"} & set(thetas)
     if reserved:
         raise ValueError(f"model name(s) {sorted(reserved)} are reserved for the reference models")
@@ -139,7 +137,7 @@ def evaluate_models(model, thetas: dict[str, torch.Tensor], theta_retrained: tor
     for name, theta in all_thetas.items():
         if theta.numel() != model.n_params:
             raise ValueError(f"model {name!r} has {theta.numel()} parameters, the run's model {model.n_params}")
-    keep = _retained_ids(dataset.n_train, forget_ids)
+    keep = retained_ids(dataset.n_train, forget_ids)
     on_test = compare_on_rows(model, all_thetas, "retrained", dataset.X_test, dataset.y_test, None, chunk_rows)
     on_forget = compare_on_rows(model, all_thetas, "retrained", dataset.X_train, dataset.y_train, forget_ids,
                                 chunk_rows)

@@ -3,7 +3,7 @@
 Two attacks that use one attacker for every example ("population U-MIAs" in the words of Hayes et
 al. 2024). Both ask whether the forgotten rows U still look like training members of a model;
 the answer only means something next to the same attack's answer on the retrained model, for
-which U are genuine non-members (SPEC section 5). :mod:`miniunlearn.evaluation.ulira` holds the
+which U are genuine non-members (docs/evaluation.md). :mod:`miniunlearn.evaluation.lira` holds the
 stronger per-example attack.
 
 1. **Loss attack** (:func:`loss_attack`): members = forgotten rows, non-members = held-out test
@@ -35,8 +35,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from miniunlearn.errors import InputError
-from miniunlearn.models.rows import DEFAULT_CHUNK_ROWS, Rows
+from miniunlearn.core.errors import InputError
+from miniunlearn.models.rows import DEFAULT_CHUNK_ROWS, Rows, retained_ids
 
 __all__ = ["SCORE_KINDS", "sample_scores", "auc_confidence_interval", "proportion_confidence_interval",
            "loss_attack", "svc_mia_efficacy", "population_attacks", "shadow_member_ids"]
@@ -273,8 +273,6 @@ def population_attacks(model, thetas: dict[str, torch.Tensor], dataset, forget_i
     same seeds are used for every model, so differences between models are differences of the
     models. Returns ``{"loss_attack": {name: ...}, "svc_mia": {feature: {name: ...}}, "rows": ...}``.
     """
-    from miniunlearn.run import retained_ids
-
     features = tuple(svc_features)
     bad = [f for f in features if f not in SVC_FEATURES]
     if bad:

@@ -1,6 +1,6 @@
 """What training records for later unlearning, and how it is stored (safetensors, never pickle).
 
-* :class:`MiniHistory` -- Mini-Unlearning's minimal record (SPEC section 3): the final parameters
+* :class:`MiniHistory` -- Mini-Unlearning's minimal record (docs/mini-unlearning.md): the final parameters
   w_T, the full-data gradient sum G_D(w_T) and a curvature model at w_T, in one of two profiles:
   ``exact`` (the inverse of the dense mean loss Hessian + lambda I) or ``minimal``
   (at most 64 vectors of p: a low-rank eigen-summary plus the diagonal).

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from miniunlearn.errors import RunError
-from miniunlearn.storage import load_tensors, save_tensors
+from miniunlearn.core.errors import RunError
+from miniunlearn.core.storage import load_tensors, save_tensors
 
 
 @dataclass

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
-from miniunlearn.errors import RunError
+from miniunlearn.core.errors import RunError
+from miniunlearn.core.storage import load_tensors, save_tensors
 from miniunlearn.models.objective import Objective
-from miniunlearn.storage import load_tensors, save_tensors
 
 PROFILES = ("exact", "minimal")
 MINIMAL_MAX_VECTORS = 64
@@ -33,7 +33,7 @@ def choose_profile(requested: str, n_params: int, memory_budget: int = DEFAULT_M
 
 @dataclass
 class MiniHistory:
-    """The minimal record of SPEC section 3 (all tensors float64 unless stated)."""
+    """The minimal record (docs/mini-unlearning.md; all tensors float64 unless stated)."""
 
     profile: str
     theta: torch.Tensor       # w_T
@@ -86,10 +86,10 @@ def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iteration
     gen = torch.Generator().manual_seed(seed)
     block = min(p, k + 8)
     Q, _ = torch.linalg.qr(torch.randn(p, block, dtype=theta.dtype, generator=gen))
-    l2 = objective.l2
+    curvature = objective.curvature(theta, diag=False)
     for _ in range(iterations):
-        Q, _ = torch.linalg.qr(objective.hvp(theta, Q) - l2 * Q)
-    HQ = objective.hvp(theta, Q) - l2 * Q
+        Q, _ = torch.linalg.qr(curvature.cache.hvp_sum(Q) / objective.n)
+    HQ = curvature.cache.hvp_sum(Q) / objective.n
     small = Q.T @ HQ
     vals, vecs = torch.linalg.eigh(0.5 * (small + small.T))
     order = torch.argsort(vals, descending=True)[:k]
@@ -128,7 +128,7 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, 
         if not 1 <= minimal_rank <= MINIMAL_MAX_VECTORS - 2:
             raise ValueError(f"minimal_rank must lie in [1, {MINIMAL_MAX_VECTORS - 2}]")
         eigvals, basis = _top_eigenpairs(objective, theta, minimal_rank)
-        tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.hessian_diag(theta) - objective.l2}
+        tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.curvature(theta).cache.diag_sum / objective.n}
     history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors)
     history.info = {"build_time_s": time.perf_counter() - start, "curvature_dtype": str(curvature_dtype).replace("torch.", "")}
     return history

@@ -2,14 +2,16 @@
 
 A method is a subclass of :class:`UnlearningMethod` in its own module under
 ``miniunlearn.methods``; decorating it with :func:`register` makes it available to the
-Python API, ``miniunlearn forget --method NAME`` and the benchmark. Modules in this
-package are imported automatically, so adding a method is adding one file.
+Python API, ``miniunlearn forget --method NAME`` and the benchmark. Every module in this
+package is imported automatically, so adding a method is adding one file.
+
+A method declares its options once, as ``parameters = {name: Param(default, *constraints,
+help=...)}`` (:mod:`miniunlearn.core.params`); the constructor validates them, ``methods``
+lists them, and ``options()`` records them in result.json and the ledger.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -18,8 +20,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from miniunlearn.errors import InputError
-from miniunlearn.models.rows import Rows
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.params import Param, param_help, validate_params
+from miniunlearn.models.rows import Rows, retained_ids
 
 _REGISTRY: dict[str, type["UnlearningMethod"]] = {}
 
@@ -34,6 +37,11 @@ def register(cls: type["UnlearningMethod"]) -> type["UnlearningMethod"]:
     return cls
 
 
+def unregister(name: str) -> None:
+    """Remove a method from the registry (for methods registered at run time, e.g. in tests)."""
+    _REGISTRY.pop(name, None)
+
+
 def method_names() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -44,6 +52,10 @@ def get_method(name: str) -> type["UnlearningMethod"]:
     return _REGISTRY[name]
 
 
+def make_method(name: str, **options) -> "UnlearningMethod":
+    return get_method(name)(**options)
+
+
 @dataclass
 class UnlearnContext:
     """Everything a method may read: the run, its data, and the forget set.
@@ -52,14 +64,14 @@ class UnlearnContext:
     through :class:`Rows` so that passes over the forget and retained data are counted.
     """
 
-    run: Any  # miniunlearn.run.Run
+    run: Any  # miniunlearn.runs.Run
     forget_ids: np.ndarray
     workers: int = 1
     progress: Any = None
+    history_bytes_read: int = field(default=0, init=False)
 
     def __post_init__(self):
         self.forget_ids = np.asarray(self.forget_ids, dtype=np.int64)
-        self._history_bytes_read = 0
 
     @property
     def model(self):
@@ -77,23 +89,23 @@ class UnlearnContext:
     def n_train(self) -> int:
         return self.run.n_train
 
+    @property
+    def chunk_rows(self) -> int:
+        return int(self.run.config.get("chunk_rows", 8192))
+
     @cached_property
     def retained_ids(self) -> np.ndarray:
-        from miniunlearn.run import retained_ids
-
         return retained_ids(self.n_train, self.forget_ids)
 
     @cached_property
     def forget_rows(self) -> Rows:
         ds = self.dataset
-        return Rows(ds.X_train, ds.y_train, self.forget_ids, chunk_rows=self.run.config.get("chunk_rows", 8192),
-                    workers=self.workers)
+        return Rows(ds.X_train, ds.y_train, self.forget_ids, chunk_rows=self.chunk_rows, workers=self.workers)
 
     @cached_property
     def retained_rows(self) -> Rows:
         ds = self.dataset
-        return Rows(ds.X_train, ds.y_train, self.retained_ids, chunk_rows=self.run.config.get("chunk_rows", 8192),
-                    workers=self.workers)
+        return Rows(ds.X_train, ds.y_train, self.retained_ids, chunk_rows=self.chunk_rows, workers=self.workers)
 
     @property
     def passes_forget(self) -> float:
@@ -110,20 +122,15 @@ class UnlearnContext:
 
     def mini_history(self):
         history = self.run.mini_history()
-        self._history_bytes_read += history.nbytes
+        self.history_bytes_read += history.nbytes
         return history
 
     def deltagrad_history(self):
-        history = self.run.deltagrad_history()
-        self._history_bytes_read += history.nbytes
-        return history
+        """DeltaGrad's per-iteration history; the caller counts what it reads (:meth:`note_history_bytes`)."""
+        return self.run.deltagrad_history()
 
     def note_history_bytes(self, nbytes: int) -> None:
-        self._history_bytes_read += int(nbytes)
-
-    @property
-    def history_bytes_read(self) -> int:
-        return self._history_bytes_read
+        self.history_bytes_read += int(nbytes)
 
 
 @dataclass
@@ -140,19 +147,23 @@ class UnlearnResult:
 
 
 class UnlearningMethod(ABC):
-    """Base class. Subclasses set ``name`` and ``summary``, declare options as keyword
-    arguments of ``__init__`` (validated there) and implement :meth:`unlearn`.
-    """
+    """Base class. Subclasses set ``name``, ``summary``, ``modes`` and ``parameters`` and implement
+    :meth:`unlearn`. Options are validated by the constructor and become attributes."""
 
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     # which training modes the method supports
     modes: ClassVar[tuple[str, ...]] = ("converged", "trajectory")
+    parameters: ClassVar[dict[str, Param]] = {}
+
+    def __init__(self, **options):
+        self._options = validate_params(f"method {self.name!r}", self.parameters, options)
+        for key, value in self._options.items():
+            setattr(self, key, value)
 
     def options(self) -> dict:
-        """The method's options as passed (for result.json and the ledger)."""
-        sig = inspect.signature(type(self).__init__)
-        return {k: getattr(self, k) for k in sig.parameters if k != "self" and hasattr(self, k)}
+        """The method's options, defaults filled in (for result.json and the ledger)."""
+        return dict(self._options)
 
     def check_run(self, run) -> None:
         if run.mode not in self.modes:
@@ -164,22 +175,6 @@ class UnlearningMethod(ABC):
         """Return the unlearned parameters, optionally with method-specific statistics."""
 
     @classmethod
-    def option_help(cls) -> dict[str, str]:
-        """Option name -> default, from the constructor's signature."""
-        sig = inspect.signature(cls.__init__)
-        return {k: repr(p.default) for k, p in sig.parameters.items()
-                if k != "self" and p.default is not inspect.Parameter.empty}
-
-
-def make_method(name: str, **options) -> UnlearningMethod:
-    cls = get_method(name)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise InputError(f"method {name!r} has no option {', '.join(unknown)}; its options: "
-                         f"{', '.join(sorted(accepted)) or 'none'}")
-    return cls(**options)
-
-
-__all__ = ["UnlearningMethod", "UnlearnContext", "UnlearnResult", "register", "get_method", "method_names",
-           "make_method", "dataclasses"]
+    def option_help(cls) -> dict[str, dict]:
+        """``{option: {"default", "allowed", "help"}}``."""
+        return param_help(cls.parameters)

@@ -38,12 +38,15 @@ Numerical safeguards (the paper's L-BFGS is standard; these are the standard L-B
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 import torch
 
-from miniunlearn.errors import RunError
-from miniunlearn.methods._common import all_rows, check_int, take
+from miniunlearn.core.errors import RunError
+from miniunlearn.core.params import Interval, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.sgd import take
 
 CURVATURE_EPS = 1e-10
 
@@ -82,10 +85,6 @@ class CompactLBFGS:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """``B v = sigma v - W M^{-1} W^T v`` with ``W = [sigma S, Y]``."""
         return self.sigma * v - self._W @ (self._M_inv @ (self._W.T @ v))
-
-    def dense(self) -> torch.Tensor:
-        """B as a p x p matrix (for tests and small problems)."""
-        return torch.stack([self.matvec(e) for e in torch.eye(self.S.shape[0], dtype=self.S.dtype)], dim=1)
 
 
 def is_exact_step(t: int, t0: int, j0: int) -> bool:
@@ -160,16 +159,18 @@ class DeltaGrad(UnlearningMethod):
     summary = "DeltaGrad (Wu et al. 2020): trajectory replay with L-BFGS approximated retained gradients"
     modes = ("trajectory",)
 
-    def __init__(self, t0: int = 5, j0: int = 20, m: int = 2):
-        self.t0 = check_int(self.name, "t0", t0, minimum=1)
-        self.j0 = check_int(self.name, "j0", j0, minimum=0)
-        self.m = check_int(self.name, "m", m, minimum=1)
+    parameters = {
+        "t0": Param(5, Interval(Integral, 1, 1_000_000), help="period of exact steps (1 = every step = retraining)"),
+        "j0": Param(20, Interval(Integral, 0, 1_000_000), help="burn-in of exact steps"),
+        "m": Param(2, Interval(Integral, 1, 100), help="L-BFGS pairs kept"),
+    }
 
     def unlearn(self, ctx: UnlearnContext):
         model, l2 = ctx.model, ctx.l2
         schedule = ctx.run.schedule()
         n = ctx.n_train
         history = ctx.deltagrad_history()
+        ctx.note_history_bytes(history.nbytes)
         T = schedule.n_iterations(n)
         if history.n_iterations != T or history.weights.shape[1] != model.n_params:
             raise RunError(f"DeltaGrad history of run {ctx.run.path} holds {history.n_iterations} iterations of "
@@ -177,8 +178,8 @@ class DeltaGrad(UnlearningMethod):
                            f"{model.n_params}; the history is corrupted or belongs to another run")
 
         forget_rows, retained_rows = ctx.forget_rows, ctx.retained_rows
-        X_U, y_U = all_rows(forget_rows)
-        X_R, y_R = all_rows(retained_rows)
+        X_U, y_U = forget_rows.tensors()
+        X_R, y_R = retained_rows.tensors()
         forgotten = np.zeros(n, dtype=bool)
         forgotten[ctx.forget_ids] = True
 

@@ -31,9 +31,11 @@ Cost: ``epochs`` passes over R (plus the subsample products of the step-size est
 
 from __future__ import annotations
 
-from miniunlearn.methods._common import (all_rows, check_choice, check_float, check_int, epoch_batches,
-                                         estimate_smoothness, take)
+from numbers import Integral
+
+from miniunlearn.core.params import Interval, Options, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.sgd import BATCH_SIZE, LR, SEED, epoch_batches, estimate_smoothness, take
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -64,18 +66,18 @@ class FineTune(UnlearningMethod):
     name = "finetune"
     summary = "fine-tune: mini-batch SGD on the retained rows (objective F_R) from w_T for k epochs"
 
-    def __init__(self, epochs: int = 5, lr: float | None = None, batch_size: int | None = None,
-                 lr_schedule: str = "linear", seed: int = 0):
-        self.epochs = check_int(self.name, "epochs", epochs, minimum=1)
-        self.lr = None if lr is None else check_float(self.name, "lr", lr)
-        self.batch_size = None if batch_size is None else check_int(self.name, "batch_size", batch_size, minimum=1)
-        self.lr_schedule = check_choice(self.name, "lr_schedule", lr_schedule, ("linear", "constant"))
-        self.seed = check_int(self.name, "seed", seed, minimum=0)
+    parameters = {
+        "epochs": Param(5, Interval(Integral, 1, 1000), help="passes over R"),
+        "lr": LR,
+        "batch_size": Param(None, BATCH_SIZE, None, help="rows per batch; None: the run's SGD batch size, or 256"),
+        "lr_schedule": Param("linear", Options(("linear", "constant")), help="linear decays the step to 0"),
+        "seed": SEED,
+    }
 
     def unlearn(self, ctx: UnlearnContext):
         model, l2 = ctx.model, ctx.l2
         rows = ctx.retained_rows
-        X, y = all_rows(rows)
+        X, y = rows.tensors()
         theta = ctx.original_theta()
         lr, batch_size, source = resolve_sgd_settings(ctx, self.lr, self.batch_size, rows, X, y, theta)
         total = self.epochs * -(-len(y) // batch_size)

@@ -1,6 +1,6 @@
 """Mini-Unlearning: unlearning from a minimal history by a contraction fixed point.
 
-Notation (SPEC sections 2-3): n training rows, forget set U with r rows, retained set R, L2
+Notation (docs/mini-unlearning.md): n training rows, forget set U with r rows, retained set R, L2
 strength lambda, w_T the trained optimum, G_S(w) = sum_{i in S} grad l_i(w). The history holds
 w_T, G_D(w_T) and a curvature model P ~= (H_D + lambda I)^-1 at w_T, where H_D is the mean loss
 Hessian (``exact`` profile: P is that matrix; ``minimal`` profile: its inverse from a low-rank
@@ -40,80 +40,28 @@ holds by lambda-strong convexity of F_R.
 
 from __future__ import annotations
 
-import numpy as np
+from numbers import Integral, Real
+
 import torch
 
-from miniunlearn import distributed
-from miniunlearn.errors import InputError
-from miniunlearn.fixed_point import anderson
-from miniunlearn.progress import rows_read as report_rows
+from miniunlearn.core.params import Interval, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.models import CachedCurvature, Objective, Rows
+from miniunlearn.solvers.fixed_point import anderson
 
 FORGET_CHUNK_ROWS = 2048  # small enough that a chunk stays in cache between its two products
 
 
-class ForgetRows:
-    """The forgotten rows (with a ones column) and their softmax probabilities at w_T, in chunks.
+def forget_curvature(ctx: UnlearnContext, theta_T: torch.Tensor) -> CachedCurvature:
+    """The forgotten rows at w_T, kept in memory with their probabilities: G_U(w_T) and H_U(w_T) products.
 
-    Chunk boundaries are fixed; with ``workers > 1`` chunks are processed by a thread pool and
-    summed in chunk order, so results are bitwise the same for any number of workers. Across
-    processes (:mod:`miniunlearn.distributed`) each process materialises only its contiguous
-    block of the chunks, sums over it, and the partial sums are all-reduced.
-
-    Memory: r (d + 1 + C) float64 numbers for this process's share of the r forgotten rows
-    (30 % of HIGGS' 10.5M training rows: 0.78 GB in one process, half of it with two).
+    Memory: r (d + C) floats for this process's share of the r forgotten rows. Its passes are
+    counted on its own rows (``cache.rows``); add them to the context's when done.
     """
-
-    def __init__(self, rows, model, theta_T: torch.Tensor, workers: int = 1, chunk_rows: int = FORGET_CHUNK_ROWS):
-        from miniunlearn.models.rows import Rows
-
-        self.model = model
-        self.C, self.d1 = model.n_classes, model.n_features + 1
-        self.workers = workers
-        source = Rows(rows.X_source, rows.y_source, rows.ids, chunk_rows=chunk_rows, materialize=False)
-        self.chunks, self.probs = [], []
-        residual_sum = torch.zeros(self.C, self.d1, dtype=torch.float64)
-        for start, stop in source.local_chunk_bounds():
-            X, y = source.chunk(start, stop)
-            Xa = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], dim=1)
-            p = torch.softmax(Xa @ model.matrix(theta_T).T, dim=1)
-            residual = p.clone()
-            residual[torch.arange(len(y)), y] -= 1.0
-            residual_sum += residual.T @ Xa
-            self.chunks.append(Xa)
-            self.probs.append(p)
-            report_rows(stop - start)
-        rows.rows_read += len(rows)
-        self.grad_sum_at_T = distributed.all_reduce_sum(residual_sum).reshape(-1)  # G_U(w_T)
-        self.n_rows = len(rows)
-
-    def _map(self, fn) -> torch.Tensor:
-        """``sum_j fn(j)`` over this process's chunks in order, all-reduced across processes."""
-        indices = range(len(self.chunks))
-        if self.workers > 1 and len(self.chunks) > 1:
-            from concurrent.futures import ThreadPoolExecutor
-
-            with ThreadPoolExecutor(self.workers) as pool:
-                parts = list(pool.map(fn, indices))
-        else:
-            parts = [fn(j) for j in indices]
-        total = parts[0].clone()
-        for part in parts[1:]:
-            total += part
-        return distributed.all_reduce_sum(total)
-
-    def hvp(self, delta: torch.Tensor) -> torch.Tensor:
-        """``H_U(w_T) delta = sum_i (diag(p_i) - p_i p_i^T) (Theta_delta x~_i) (x) x~_i``."""
-        direction = delta.view(self.C, self.d1)
-
-        def chunk(j):
-            Xa, p = self.chunks[j], self.probs[j]
-            u = Xa @ direction.T
-            s = p * u
-            s -= p * s.sum(1, keepdim=True)
-            return s.T @ Xa
-
-        return self._map(chunk).reshape(-1)
+    counted = ctx.forget_rows
+    rows = Rows(counted.X_source, counted.y_source, counted.ids, chunk_rows=FORGET_CHUNK_ROWS,
+                workers=counted.workers, materialize=False)
+    return CachedCurvature(ctx.model, rows, theta_T, keep_rows=True, grad=True)
 
 
 class Curvature:
@@ -145,10 +93,10 @@ class Curvature:
 class SurrogateSystem:
     """Solves ``J_0 x = rhs`` with J_0 = n P^-1 - H_U(w_T) - r lambda I by the contraction fixed point."""
 
-    def __init__(self, curvature: Curvature, forget: ForgetRows, n: int, lam: float, tol: float, max_iter: int,
+    def __init__(self, curvature: Curvature, forget: CachedCurvature, n: int, lam: float, tol: float, max_iter: int,
                  depth: int):
         self.curvature, self.forget = curvature, forget
-        self.n, self.r, self.lam = n, forget.n_rows, lam
+        self.n, self.r, self.lam = n, len(forget.rows), lam
         self.tol, self.max_iter, self.depth = tol, max_iter, depth
         self.solves = []
 
@@ -156,7 +104,7 @@ class SurrogateSystem:
         n, r, lam = self.n, self.r, self.lam
 
         def phi(x):
-            return self.curvature.apply(self.forget.hvp(x) + r * lam * x + rhs) / n
+            return self.curvature.apply(self.forget.hvp_sum(x) + r * lam * x + rhs) / n
 
         x0 = torch.zeros_like(rhs) if start is None else start
         result = anderson(phi, x0, self.tol, self.max_iter, self.depth, progress=progress)
@@ -170,39 +118,22 @@ class MiniUnlearning(UnlearningMethod):
 
     name = "mini"
     summary = "contraction fixed point on the minimal history (w_T, G_D, curvature); refine=k exact passes over R"
-    modes = ("converged", "trajectory")
+    modes = ("converged",)
 
-    def __init__(self, refine: int = 0, tol: float = 1e-5, max_iter: int = 300, anderson_depth: int = 8,
-                 window: int | None = None):
-        if isinstance(refine, bool) or not isinstance(refine, (int, np.integer)) or refine < 0:
-            raise InputError(f"refine must be a non-negative integer, got {refine!r}")
-        if not (isinstance(tol, (int, float)) and 0 < tol < 1):
-            raise InputError(f"tol must lie in (0, 1), got {tol!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-            raise InputError(f"max_iter must be a positive integer, got {max_iter!r}")
-        if isinstance(anderson_depth, bool) or not isinstance(anderson_depth, (int, np.integer)) or anderson_depth < 0:
-            raise InputError(f"anderson_depth must be a non-negative integer, got {anderson_depth!r}")
-        self.refine = int(refine)
-        self.tol = float(tol)
-        self.max_iter = int(max_iter)
-        self.anderson_depth = int(anderson_depth)
-        if window is not None and (isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 1):
-            raise InputError(f"window must be a positive number of SGD iterations, got {window!r}")
-        self.window = None if window is None else int(window)
+    parameters = {
+        "refine": Param(0, Interval(Integral, 0, 100), help="exact passes over R after the fixed point (0 reads none)"),
+        "tol": Param(1e-5, Interval(Real, 0, 1, closed="neither"), help="fixed point: relative Banach-estimate stop"),
+        "max_iter": Param(300, Interval(Integral, 1, 100_000), help="fixed-point iterations at most"),
+        "anderson_depth": Param(8, Interval(Integral, 0, 100), help="Anderson acceleration memory"),
+    }
 
     def unlearn(self, ctx: UnlearnContext):
-        if ctx.run.mode == "trajectory":
-            from miniunlearn.methods._trajectory import replay_window
-
-            return replay_window(ctx, self.window)
-        if self.window is not None:
-            raise InputError("window applies to trajectory-mode runs only")
         history = ctx.mini_history()
         n, r, lam = history.n, len(ctx.forget_ids), history.l2
         theta_T = history.theta
-        forget = ForgetRows(ctx.forget_rows, ctx.model, theta_T, ctx.workers)
+        forget = forget_curvature(ctx, theta_T)
         curvature = Curvature(history)
-        b = history.grad_sum - forget.grad_sum_at_T + (n - r) * lam * theta_T  # S(0), exact
+        b = history.grad_sum - forget.grad_sum + (n - r) * lam * theta_T  # S(0), exact
         stats: dict = {"curvature_profile": history.profile}
         if history.profile == "exact":
             system = SurrogateSystem(curvature, forget, n, lam, self.tol, self.max_iter, self.anderson_depth)
@@ -232,6 +163,7 @@ class MiniUnlearning(UnlearningMethod):
             stats.update(refine_stats)
         if system is not None:
             stats["iterations_total"] = sum(s.iterations for s in system.solves)
+        ctx.forget_rows.rows_read += forget.rows.rows_read
         return theta_T + delta, stats
 
     def _refine(self, ctx: UnlearnContext, solve, theta_T, delta, b, inv_b, n, r, lam):
@@ -265,8 +197,6 @@ class MiniUnlearning(UnlearningMethod):
     @staticmethod
     def _retained_grad_sum(ctx: UnlearnContext, w: torch.Tensor) -> torch.Tensor:
         """G_R(w) in one sweep; rows are gathered chunk by chunk (one sweep does not repay a full copy)."""
-        from miniunlearn.models.rows import Rows
-
         counted = ctx.retained_rows
         sweep = Rows(counted.X_source, counted.y_source, counted.ids, counted.chunk_rows, counted.workers,
                      materialize=False)
@@ -280,8 +210,6 @@ class MiniUnlearning(UnlearningMethod):
         Every objective-and-gradient evaluation is one pass over R (``refine`` of them in all);
         an Armijo backtracking step keeps the objective decreasing.
         """
-        from miniunlearn.models.objective import Objective
-
         objective = Objective(ctx.model, ctx.retained_rows, lam)
         pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
         w = theta_T + delta

@@ -33,10 +33,12 @@ Cost: ``epochs`` passes over U; NegGrad+ also reads one retained batch per forge
 from __future__ import annotations
 
 import itertools
+from numbers import Integral, Real
 
-from miniunlearn.methods._common import all_rows, check_float, check_int, epoch_batches, take
+from miniunlearn.core.params import Interval, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 from miniunlearn.methods.finetune import resolve_sgd_settings
+from miniunlearn.methods.sgd import BATCH_SIZE, LR, SEED, epoch_batches, take
 
 
 def _endless_batches(n: int, batch_size: int, seed: int):
@@ -53,13 +55,13 @@ class NegGrad(UnlearningMethod):
     name = "neggrad"
     summary = "gradient ascent on the forgotten rows (NegGrad; retain_weight > 0: NegGrad+)"
 
-    def __init__(self, epochs: int = 1, lr: float | None = None, batch_size: int | None = None, seed: int = 0,
-                 retain_weight: float = 0.0):
-        self.epochs = check_int(self.name, "epochs", epochs, minimum=1)
-        self.lr = None if lr is None else check_float(self.name, "lr", lr)
-        self.batch_size = None if batch_size is None else check_int(self.name, "batch_size", batch_size, minimum=1)
-        self.seed = check_int(self.name, "seed", seed, minimum=0)
-        self.retain_weight = check_float(self.name, "retain_weight", retain_weight, 0.0, 1.0, low_open=False)
+    parameters = {
+        "epochs": Param(1, Interval(Integral, 1, 1000), help="passes over U"),
+        "lr": LR,
+        "batch_size": Param(None, BATCH_SIZE, None, help="rows per batch; None: all of U"),
+        "seed": SEED,
+        "retain_weight": Param(0.0, Interval(Real, 0, 1, closed="left"), help="alpha of NegGrad+; 0 = NegGrad"),
+    }
 
     def _batch(self, ctx: UnlearnContext) -> int:
         return len(ctx.forget_ids) if self.batch_size is None else self.batch_size
@@ -68,10 +70,10 @@ class NegGrad(UnlearningMethod):
         model, l2, alpha = ctx.model, ctx.l2, self.retain_weight
         theta = ctx.original_theta()
         U = ctx.forget_rows
-        X_U, y_U = all_rows(U)
+        X_U, y_U = U.tensors()
         if alpha > 0:
             R = ctx.retained_rows
-            X_R, y_R = all_rows(R)
+            X_R, y_R = R.tensors()
             lr, batch_size, source = resolve_sgd_settings(ctx, self.lr, self._batch(ctx), R, X_R, y_R, theta)
             retained_batches = _endless_batches(len(y_R), batch_size, self.seed)
         else:

@@ -7,7 +7,7 @@ One Newton step on the retained objective from the trained parameters:
 solved by Jacobi-preconditioned conjugate gradients, one Hessian-vector product (a sweep over
 R with the softmax probabilities at w_T cached) per CG iteration: no p x p matrix is formed.
 
-Why this is SPEC section 4's  w_T + H_R^{-1} G_U(w_T) / (n - r):  write the objective as a
+Why this is the influence step  w_T + H_R^{-1} G_U(w_T) / (n - r)  of the literature:  write the objective as a
 mean of regularised per-sample losses, F_S = (1/|S|) sum_{i in S} f_i with
 f_i(w) = l_i(w) + (lambda/2) ||w||^2. A converged run has grad F_D(w_T) = 0, i.e.
 sum_{i in D} grad f_i(w_T) = 0, so the retained sum is minus the forgotten one:
@@ -15,8 +15,8 @@ sum_{i in D} grad f_i(w_T) = 0, so the retained sum is minus the forgotten one:
     grad F_R(w_T) = (1/(n-r)) sum_{i in R} grad f_i(w_T) = -(1/(n-r)) sum_{i in U} grad f_i(w_T)
                   = -(G_U(w_T) + r lambda w_T) / (n - r),
 
-and the Newton step is  w_T + H_R^{-1} (G_U(w_T) + r lambda w_T) / (n - r). This is the SPEC
-formula when G_U is the gradient sum of the regularised losses f_i, i.e. when each forgotten
+and the Newton step is  w_T + H_R^{-1} (G_U(w_T) + r lambda w_T) / (n - r). This is the
+literature's formula when G_U is the gradient sum of the regularised losses f_i, i.e. when each forgotten
 sample takes its share lambda w_T of the penalty with it ("the regulariser handled exactly").
 Dropping the r lambda w_T term would leave an O(rho lambda ||H_R^{-1} w_T||) error.
 
@@ -39,12 +39,14 @@ trajectory, which a Newton step towards the minimiser of F_R does not target.
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import torch
 
-from miniunlearn.methods._common import check_choice, check_float, check_int
+from miniunlearn.core.params import Interval, Options, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models.objective import Objective
-from miniunlearn.training.converged import _Curvature, preconditioned_cg
+from miniunlearn.solvers.cg import preconditioned_cg
 
 
 def influence_gradient(G_U: torch.Tensor, theta: torch.Tensor, n_forget: int, n_retained: int,
@@ -64,11 +66,13 @@ class Newton(UnlearningMethod):
                "(certified-removal style)")
     modes = ("converged",)
 
-    def __init__(self, steps: int = 1, gradient: str = "influence", cg_tol: float = 1e-8, max_cg: int = 1000):
-        self.steps = check_int(self.name, "steps", steps, minimum=1)
-        self.gradient = check_choice(self.name, "gradient", gradient, ("influence", "exact"))
-        self.cg_tol = check_float(self.name, "cg_tol", cg_tol, 0.0, 1.0)
-        self.max_cg = check_int(self.name, "max_cg", max_cg, minimum=1)
+    parameters = {
+        "steps": Param(1, Interval(Integral, 1, 100), help="Newton steps (1 = the influence step)"),
+        "gradient": Param("influence", Options(("influence", "exact")),
+                          help="first gradient from U alone (influence) or a pass over R (exact)"),
+        "cg_tol": Param(1e-8, Interval(Real, 0, 1, closed="neither"), help="relative CG residual"),
+        "max_cg": Param(1000, Interval(Integral, 1, 100_000), help="CG iterations per step at most"),
+    }
 
     def unlearn(self, ctx: UnlearnContext):
         model, l2 = ctx.model, ctx.l2
@@ -85,8 +89,9 @@ class Newton(UnlearningMethod):
             grad_norms.append(float(grad.norm()))
             if grad_norms[-1] == 0.0:
                 break
-            curvature = _Curvature(retained, theta)
-            step, iters = preconditioned_cg(curvature.hvp, -grad, curvature.diag, self.cg_tol, self.max_cg)
+            curvature = retained.curvature(theta)
+            jacobi = curvature.diag
+            step, iters = preconditioned_cg(curvature.hvp, -grad, lambda r: r / jacobi, self.cg_tol, self.max_cg)
             cg_iterations.append(iters)
             theta = theta + step
             if ctx.progress is not None:

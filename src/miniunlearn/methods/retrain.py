@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.models.rows import Rows
+from miniunlearn.training import TrainConfig, fit
 
 
 @register
@@ -15,15 +17,10 @@ class Retrain(UnlearningMethod):
     summary = "retrain from scratch on the retained rows with the original configuration"
 
     def unlearn(self, ctx: UnlearnContext):
-        from miniunlearn.training import TrainConfig, fit
-
         config = TrainConfig.from_dict(ctx.run.config)
         if config.mode == "converged":
-            rows = ctx.retained_rows
-            theta, info, _ = fit(ctx.model, rows, config, progress=ctx.progress)
+            theta, info, _ = fit(ctx.model, ctx.retained_rows, config, progress=ctx.progress)
         else:
-            from miniunlearn.models.rows import Rows
-
             ds = ctx.dataset
             rows = Rows(ds.X_train, ds.y_train, chunk_rows=config.chunk_rows)
             theta, info, _ = fit(ctx.model, rows, config, removed=ctx.forget_ids, progress=ctx.progress)

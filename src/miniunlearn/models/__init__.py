@@ -1,7 +1,10 @@
-"""Model definitions (loss, gradients, curvature) and the regularised objective over row sets."""
+"""The model and its mathematics: multinomial logistic regression (loss, gradient and curvature sums,
+one implementation each), chunked bounded-memory row access, the regularised objective, and
+cached curvature products."""
 
+from miniunlearn.models.curvature import CachedCurvature
 from miniunlearn.models.logistic import LogisticRegression
-from miniunlearn.models.objective import Objective
+from miniunlearn.models.objective import Curvature, Objective
 from miniunlearn.models.rows import Rows
 
-__all__ = ["LogisticRegression", "Objective", "Rows"]
+__all__ = ["CachedCurvature", "Curvature", "LogisticRegression", "Objective", "Rows"]

@@ -1,4 +1,4 @@
-"""Multinomial logistic regression with closed-form sums and torch.func per-sample gradients.
+"""Multinomial logistic regression: the model and the one implementation of its loss, gradient and curvature.
 
 Parameters are one flat float64 vector ``theta`` of length ``p = C (d + 1)``: the rows of the
 augmented weight matrix ``Theta = [W | b]`` (C x (d+1)), i.e. class c owns the block
@@ -10,13 +10,12 @@ Hessian are
     grad l          = (p - e_y) (x) x~
     Hess l          = (diag(p) - p p^T) (x) x~ x~^T          ((x) = Kronecker product)
 
-so the sums below are a few matrix products per chunk of rows.
+so the sums below are a few matrix products per chunk of rows (no per-sample gradient matrix is ever formed).
 """
 
 from __future__ import annotations
 
 import torch
-from torch.func import grad, vmap
 
 DTYPE = torch.float64
 
@@ -67,38 +66,34 @@ class LogisticRegression:
     def probabilities(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.logits(theta, X), dim=1)
 
-    def per_sample_loss(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.cross_entropy(self.logits(theta, X), y, reduction="none")
+    # -- sums over a chunk of rows ----------------------------------------------------------
+    # These are the only implementations of the loss, gradient and curvature sums: training,
+    # every unlearning method and the attacks call them. Curvature products take the softmax
+    # probabilities as an argument, so that a solver can compute them once per iterate.
 
-    # -- sums over a chunk of rows -----------------------------------------------------------
-    def _residual_matrix(self, theta, X, y):
-        logits = self.logits(theta, X)
-        log_p = torch.log_softmax(logits, dim=1)
-        residual = log_p.exp()
+    @staticmethod
+    def residual(probs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``p_i - e_{y_i}`` per row: the gradient of the loss with respect to the logits."""
+        residual = probs.clone()
         residual[torch.arange(len(y)), y] -= 1.0
-        return log_p, residual
+        return residual
 
-    def _outer_sum(self, residual: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-        """``sum_i residual_i (x) x~_i`` as a flat vector: ``[R^T X | R^T 1]``."""
-        return torch.cat([residual.T @ X, residual.sum(dim=0)[:, None]], dim=1).reshape(-1)
+    @staticmethod
+    def outer_sum(S: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+        """``sum_i s_i (x) x~_i`` as a flat parameter vector: ``[S^T X | S^T 1]`` (S is n x C)."""
+        return torch.cat([S.T @ X, S.sum(dim=0)[:, None]], dim=1).reshape(-1)
 
     def loss_grad_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum_i l_i, sum_i grad l_i)`` over the rows of X (no regulariser)."""
-        log_p, residual = self._residual_matrix(theta, X, y)
+        log_p = torch.log_softmax(self.logits(theta, X), dim=1)
         loss = -log_p.gather(1, y[:, None]).sum()
-        return loss, self._outer_sum(residual, X)
+        return loss, self.outer_sum(self.residual(log_p.exp(), y), X)
 
     def grad_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss_grad_sum(theta, X, y)[1]
 
-    def loss_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return self.per_sample_loss(theta, X, y).sum()
-
-    def hvp_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor, v: torch.Tensor,
-                probs: torch.Tensor | None = None) -> torch.Tensor:
-        """``sum_i Hess l_i(theta) v`` for v of shape (p,) or (p, k)."""
-        if probs is None:
-            probs = self.probabilities(theta, X)
+    def hvp_sum(self, X: torch.Tensor, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``sum_i Hess l_i v`` at the point whose softmax probabilities are ``probs``; v is (p,) or (p, k)."""
         single = v.dim() == 1
         V = v[:, None] if single else v
         k = V.shape[1]
@@ -113,9 +108,14 @@ class LogisticRegression:
         out = torch.cat([out, s.sum(dim=0)[..., None]], dim=2).reshape(k, -1).T
         return out[:, 0] if single else out
 
-    def hessian_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
-                    out: torch.Tensor | None = None, dtype: torch.dtype = DTYPE) -> torch.Tensor:
-        """Accumulate ``sum_i Hess l_i(theta)`` (p x p, block (c, c') = X~^T diag(p_c d_cc' - p_c p_c') X~).
+    def hessian_diag_sum(self, X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+        """The diagonal of ``sum_i Hess l_i``: ``sum_i p_ic (1 - p_ic) x~_ij^2``."""
+        w = probs * (1.0 - probs)
+        return torch.cat([w.T @ (X * X), w.sum(dim=0)[:, None]], dim=1).reshape(-1)
+
+    def hessian_sum(self, X: torch.Tensor, probs: torch.Tensor, out: torch.Tensor | None = None,
+                    dtype: torch.dtype = DTYPE) -> torch.Tensor:
+        """Accumulate ``sum_i Hess l_i`` (p x p, block (c, c') = X~^T diag(p_c d_cc' - p_c p_c') X~).
 
         Uses C(C+1)/2 weighted Gram products (upper blocks, then mirrored): the cost is
         about ``n (d+1)^2 C (C+1)`` flops. ``dtype`` may be float32 to halve the time.
@@ -123,7 +123,6 @@ class LogisticRegression:
         C, d1 = self.n_classes, self.n_features + 1
         if out is None:
             out = torch.zeros(C * d1, C * d1, dtype=dtype)
-        probs = self.probabilities(theta, X)
         Xa = torch.cat([X, torch.ones(X.shape[0], 1, dtype=X.dtype)], dim=1).to(dtype)
         probs = probs.to(dtype)
         for c in range(C):
@@ -137,21 +136,6 @@ class LogisticRegression:
                 if c2 != c:
                     out[c2 * d1:(c2 + 1) * d1, c * d1:(c + 1) * d1] += block.T
         return out
-
-    def hessian_diag_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The diagonal of ``sum_i Hess l_i``: ``sum_i p_ic (1 - p_ic) x~_ij^2``."""
-        probs = self.probabilities(theta, X)
-        w = probs * (1.0 - probs)
-        return torch.cat([w.T @ (X * X), w.sum(dim=0)[:, None]], dim=1).reshape(-1)
-
-    # -- per-sample gradients (torch.func) ---------------------------------------------------
-    def per_sample_grads(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """(n, p) matrix of per-sample loss gradients by ``vmap(grad(loss))``."""
-
-        def loss_one(t, x, label):
-            return torch.nn.functional.cross_entropy(self.logits(t, x[None]), label[None])
-
-        return vmap(grad(loss_one), in_dims=(None, 0, 0))(theta, X, y)
 
     def predict(self, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
         return self.logits(theta, X).argmax(dim=1)

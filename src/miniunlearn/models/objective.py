@@ -1,4 +1,4 @@
-"""The regularised empirical risk of SPEC section 2 over a set of rows.
+"""The regularised empirical risk over a set of rows (docs/mini-unlearning.md, "Definitions").
 
     F_S(theta) = (1/|S|) sum_{i in S} l(theta; z_i) + (lambda/2) ||theta||^2
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from miniunlearn.models.curvature import CachedCurvature
 from miniunlearn.models.rows import Rows
 
 
@@ -33,29 +34,31 @@ class Objective:
         value = float(loss) / self.n + 0.5 * self.l2 * float(theta @ theta)
         return value, grad / self.n + self.l2 * theta
 
-    def value(self, theta: torch.Tensor) -> float:
-        loss = self.rows.map_reduce(lambda X, y: self.model.loss_sum(theta, X, y))
-        return float(loss) / self.n + 0.5 * self.l2 * float(theta @ theta)
-
     def grad_sum(self, theta: torch.Tensor) -> torch.Tensor:
-        """``sum_{i in S} grad l_i(theta)`` without the regulariser (the G_S of SPEC section 3)."""
+        """``G_S(theta) = sum_{i in S} grad l_i(theta)`` without the regulariser."""
         return self.rows.map_reduce(lambda X, y: self.model.grad_sum(theta, X, y))
 
-    def hvp(self, theta: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``(Hess F_S(theta)) v`` for v of shape (p,) or (p, k)."""
-        hv = self.rows.map_reduce(lambda X, y: self.model.hvp_sum(theta, X, y, v))
-        return hv / self.n + self.l2 * v
+    def curvature(self, theta: torch.Tensor, diag: bool = True) -> "Curvature":
+        """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`)."""
+        return Curvature(CachedCurvature(self.model, self.rows, theta, diag=diag), self.n, self.l2)
 
     def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The mean loss Hessian ``(1/|S|) sum_i Hess l_i(theta)`` (no regulariser), dense p x p."""
         p = self.model.n_params
         out = torch.zeros(p, p, dtype=dtype)
-        for X, y in self.rows.iter_chunks():
-            self.model.hessian_sum(theta, X, y, out=out, dtype=dtype)
+        for X, _ in self.rows.iter_chunks():
+            self.model.hessian_sum(X, self.model.probabilities(theta, X), out=out, dtype=dtype)
         self.rows.rows_read += self.n
         out /= self.n
         return out
 
-    def hessian_diag(self, theta: torch.Tensor) -> torch.Tensor:
-        """Diagonal of ``Hess F_S(theta)``."""
-        return self.rows.map_reduce(lambda X, y: self.model.hessian_diag_sum(theta, X, y)) / self.n + self.l2
+
+class Curvature:
+    """``Hess F_S(theta)`` at a fixed theta: products ``hvp(v)`` (one pass each) and the diagonal."""
+
+    def __init__(self, cache: CachedCurvature, n: int, l2: float):
+        self.cache, self.n, self.l2 = cache, n, l2
+        self.diag = None if cache.diag_sum is None else cache.diag_sum / n + l2
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        return self.cache.hvp_sum(v) / self.n + self.l2 * v

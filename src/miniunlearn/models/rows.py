@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import numpy as np
 import torch
 
 from miniunlearn import distributed
-from miniunlearn.progress import rows_read as report_rows
+from miniunlearn.core.progress import rows_read as report_rows
 
 T = TypeVar("T")
 DEFAULT_CHUNK_ROWS = 8192
@@ -66,12 +66,6 @@ class Rows:
     def n_features(self) -> int:
         return int(self.X_source.shape[1])
 
-    def subset(self, positions: np.ndarray) -> "Rows":
-        """Rows at ``positions`` within this set (positions, not dataset ids)."""
-        base = np.arange(len(self.y_source)) if self.ids is None else self.ids
-        return Rows(self.X_source, self.y_source, base[np.asarray(positions, dtype=np.int64)],
-                    self.chunk_rows, self.workers)
-
     def chunk_bounds(self) -> list[tuple[int, int]]:
         n = len(self)
         return [(s, min(s + self.chunk_rows, n)) for s in range(0, n, self.chunk_rows)]
@@ -110,6 +104,7 @@ class Rows:
         Across processes each one sums its own block of chunks and the blocks' sums are
         all-reduced (``sum_k sum_{j in block k} fn(chunk j)``). A custom ``reduce`` (e.g. a
         concatenation of per-row values) cannot be all-reduced: then every chunk runs here.
+        One call is one pass over the rows (counted in ``rows_read``).
         """
         split = reduce is None and distributed.active()
         bounds = self.local_chunk_bounds() if split else self.chunk_bounds()
@@ -119,25 +114,38 @@ class Rows:
             report_rows(bound[1] - bound[0])  # the progress bar on screen, if any, counts them
             return out
 
-        if self.workers > 1 and len(bounds) > 1:
-            with ThreadPoolExecutor(self.workers) as pool:
-                parts = list(pool.map(run, bounds))
-        else:
-            parts = [run(b) for b in bounds]
         self.rows_read += len(self)
         if reduce is not None:
-            return reduce(parts)
-        total = _ordered_sum(parts)
-        return distributed.all_reduce_sum(total) if split else total
+            return reduce(parallel_map(run, bounds, self.workers))
+        return parallel_sum(run, bounds, self.workers, all_reduce=split)
 
     def iter_chunks(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for bound in self.chunk_bounds():
             yield self.chunk(*bound)
 
 
-def _ordered_sum(parts):
+def parallel_map(fn: Callable[[Any], T], items: Sequence, workers: int = 1) -> list[T]:
+    """``[fn(item) for item in items]``, on ``workers`` threads when there is more than one item."""
+    if workers > 1 and len(items) > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, items))
+    return [fn(item) for item in items]
+
+
+def parallel_sum(fn: Callable[[Any], T], items: Sequence, workers: int = 1, all_reduce: bool = True) -> T:
+    """``sum_j fn(items[j])`` added in item order (so the bits do not depend on ``workers``), then
+    all-reduced across processes when ``all_reduce`` and a process group is running.
+
+    Tensors and tuples of tensors are summed element-wise.
+    """
+    parts = parallel_map(fn, items, workers)
     if not parts:
         raise ValueError("no rows to sum over")
+    total = _ordered_sum(parts)
+    return distributed.all_reduce_sum(total) if all_reduce else total
+
+
+def _ordered_sum(parts):
     first = parts[0]
     if isinstance(first, tuple):
         return tuple(_ordered_sum([p[i] for p in parts]) for i in range(len(first)))
@@ -145,3 +153,10 @@ def _ordered_sum(parts):
     for part in parts[1:]:
         total = total + part
     return total
+
+
+def retained_ids(n_train: int, forget_ids: np.ndarray) -> np.ndarray:
+    """The sorted ids of ``0..n_train-1`` that are not in ``forget_ids``."""
+    keep = np.ones(n_train, dtype=bool)
+    keep[np.asarray(forget_ids, dtype=np.int64)] = False
+    return np.flatnonzero(keep)

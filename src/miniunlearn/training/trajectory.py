@@ -11,11 +11,22 @@ retrained trajectory that DeltaGrad and the trajectory mode of Mini-Unlearning t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
 
-from miniunlearn.errors import InputError
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.params import Interval, Param, validate_params
+
+SGD_PARAMETERS = {
+    "epochs": Param(20, Interval(Integral, 1, 100_000), help="trajectory mode: epochs"),
+    "batch_size": Param(16384, Interval(Integral, 1, 1 << 30), help="trajectory mode: rows per batch"),
+    "lr": Param(0.1, Interval(Real, 0, 100, closed="right"), help="trajectory mode: initial learning rate"),
+    "seed": Param(0, Interval(Integral, 0, 2**63 - 1), help="trajectory mode: batch-order seed"),
+}
+_STEP_EPOCH = Interval(Integral, 0, 100_000)
+_STEP_LR = SGD_PARAMETERS["lr"].constraints[0]
 
 
 @dataclass(frozen=True)
@@ -28,14 +39,19 @@ class SGDSchedule:
     seed: int = 0
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1 or not 0 < self.lr < float("inf"):
-            raise InputError(f"SGD needs epochs >= 1, batch_size >= 1 and lr > 0 (got {self.epochs}, "
-                             f"{self.batch_size}, {self.lr})")
+        values = validate_params("SGD schedule", SGD_PARAMETERS, {"epochs": self.epochs, "batch_size": self.batch_size,
+                                                                  "lr": self.lr, "seed": self.seed})
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+        steps = []
         for epoch, lr in self.lr_steps:
-            if epoch < 0 or not 0 < lr < float("inf"):
-                raise InputError(f"learning-rate step {epoch}:{lr} needs an epoch >= 0 and a finite lr > 0")
-        if self.seed < 0:
-            raise InputError(f"SGD seed must be a non-negative integer, got {self.seed}")
+            ok_epoch, epoch_value = _STEP_EPOCH.convert(epoch)
+            ok_lr, lr_value = _STEP_LR.convert(lr)
+            if not (ok_epoch and ok_lr):
+                raise InputError(f"learning-rate step {epoch}:{lr} needs an epoch that is {_STEP_EPOCH} "
+                                 f"and a learning rate that is {_STEP_LR}")
+            steps.append((epoch_value, lr_value))
+        object.__setattr__(self, "lr_steps", tuple(steps))
 
     def lr_at(self, epoch: int) -> float:
         lr = self.lr

@@ -1,0 +1,89 @@
+"""``miniunlearn forget`` and ``miniunlearn retrain``: deletion requests on a run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, human_bytes, kv_table
+from miniunlearn.core.errors import InputError
+
+
+def _forget_and_report(run_dir, ids_file, method, out, workers, options, overwrite, as_json):
+    from miniunlearn import distributed
+    from miniunlearn.core.progress import progress_bar, set_progress
+    from miniunlearn.runs import open_run
+    from miniunlearn.service import forget as forget_fn
+    from miniunlearn.service.requests import read_ids_file
+
+    # Under torchrun every process runs this command; the gradient sums are split across them
+    # and only rank 0 shows progress, writes files and reports (see miniunlearn.distributed).
+    distributed.init_from_env()
+    writer = distributed.is_writer()
+    try:
+        if not writer:
+            set_progress(False)
+        run = open_run(run_dir)
+        ids = read_ids_file(ids_file)
+        with progress_bar(f"forget {len(ids)} rows ({method})", None) as advance:
+            result = forget_fn(run, ids, method=method, out=out, workers=workers, overwrite=overwrite,
+                               progress=advance, **options)
+    finally:
+        distributed.shutdown()
+    if not writer:  # rank 0 reports
+        return
+    payload = {"out": str(out), **result.summary()}
+
+    def human(p):
+        rows = [("method", p["method"]), ("forgotten rows", f"{p['n_forget']} of {p['n_train']} ({p['ratio']:.1%})"),
+                ("time", f"{p['time_s']:.3f} s"), ("passes over forgotten rows", p["passes_forget"]),
+                ("passes over retained rows", p["passes_retained"]),
+                ("history read", human_bytes(p["history_bytes_read"])), ("peak memory", human_bytes(p["peak_rss_bytes"]))]
+        for key in ("curvature_profile", "iterations", "contraction_factor", "banach_bound", "certificate"):
+            if key in p:
+                rows.append((key.replace("_", " "), p[key]))
+        rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+        console().print(kv_table("forgotten", rows))
+
+    emit(payload, as_json, human)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--ids", "ids_file", required=True, type=click.Path(), help="File with one 0-based row id per line.")
+@click.option("--method", default="mini", show_default=True, help="Unlearning method (see `miniunlearn methods`).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for model.safetensors and result.json.")
+@click.option("--refine", type=int, default=None, help="mini: exact retained-gradient passes (0 reads no retained data).")
+@click.option("--workers", type=int, default=1, show_default=True, help="Parallel workers for gradient sums.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Further method option (repeatable).")
+@click.option("--overwrite", is_flag=True, help="Replace existing results in --out.")
+@JSON_OPTION
+def forget(run_dir, ids_file, method, out, refine, workers, settings, overwrite, as_json):
+    """Remove the rows in --ids from RUN_DIR's model; write the unlearned model to --out."""
+    from miniunlearn.core.text import parse_key_values
+
+    options = parse_key_values(settings, "--set")
+    reserved = sorted(set(options) & {"run", "forget_ids", "method", "out", "workers", "overwrite", "progress",
+                                      "already_forgotten", "ledger"})
+    if reserved:
+        raise InputError(f"--set {reserved[0]}=... is not a method option; use the command's own option instead")
+    if refine is not None:
+        options["refine"] = refine
+    _forget_and_report(run_dir, ids_file, method, out, workers, options, overwrite, as_json)
+
+
+@click.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path())
+@click.option("--ids", "ids_file", required=True, type=click.Path(), help="File with one 0-based row id per line.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory for the retrained model.")
+@click.option("--overwrite", is_flag=True, help="Replace existing results in --out.")
+@JSON_OPTION
+def retrain(run_dir, ids_file, out, overwrite, as_json):
+    """Retrain RUN_DIR's configuration from scratch without the rows in --ids (the gold standard)."""
+    _forget_and_report(run_dir, ids_file, "retrain", out, 1, {}, overwrite, as_json)
+
+
+def attach(cli) -> None:
+    cli.add_command(forget)
+    cli.add_command(retrain)

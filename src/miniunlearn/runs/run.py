@@ -1,0 +1,226 @@
+"""Run directories: what training writes and every later command reads.
+
+    RUN/
+      run.json               config, data fingerprint, timings, metrics  (written last: marks the run complete)
+      model.safetensors      "weight" (C, d) and "bias" (C,), as torch.nn.Linear stores them
+      history.safetensors    Mini-Unlearning's minimal history (converged runs)
+      deltagrad.safetensors  DeltaGrad's per-iteration history (when asked for)
+
+Every file is written atomically; nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from miniunlearn.core.errors import DataError, RunError
+from miniunlearn.core.storage import load_tensors, read_json, remove_durably, save_tensors
+from miniunlearn.data import load_dataset
+from miniunlearn.history import DeltaGradHistory, MiniHistory
+from miniunlearn.models.logistic import LogisticRegression
+from miniunlearn.training.trajectory import SGDSchedule
+
+RUN_FORMAT = "miniunlearn-run/1"
+RUN_JSON = "run.json"
+MODEL_FILE = "model.safetensors"
+HISTORY_FILE = "history.safetensors"
+DELTAGRAD_FILE = "deltagrad.safetensors"
+RESULT_JSON = "result.json"  # marks a complete unlearned-model directory (see miniunlearn.service)
+
+
+def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Tensor,
+               metadata: dict | None = None) -> Path:
+    path = Path(directory) / MODEL_FILE
+    meta = {"format": "miniunlearn-model/1", "kind": model.kind, "n_features": model.n_features,
+            "n_classes": model.n_classes, **(metadata or {})}
+    save_tensors(path, model.to_linear(theta), meta)
+    return path
+
+
+def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict]:
+    """Load a model directory's (or file's) ``model.safetensors``: returns (model, theta, metadata)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    tensors, meta = load_tensors(path, "model file", names=["weight", "bias"])
+    weight, bias = tensors["weight"], tensors["bias"]
+    if weight.dim() != 2 or bias.dim() != 1 or weight.shape[0] != bias.shape[0]:
+        raise RunError(f"model file {path} is corrupted: weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
+    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        raise RunError(f"model file {path} is corrupted: NaN or inf parameters")
+    model = LogisticRegression(weight.shape[1], weight.shape[0])
+    return model, model.from_linear(weight, bias), meta
+
+
+class Run:
+    """A trained run directory (see the module docstring)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise RunError(f"run directory not found: {self.path}")
+        if not (self.path / RUN_JSON).exists() and (self.path / RESULT_JSON).exists():
+            raise RunError(f"{self.path} holds an unlearned model (result.json), not a training run; to forget "
+                           f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
+                           "ledger remembers what was already forgotten and every method computes from the "
+                           "original history")
+        self.meta = read_json(self.path / RUN_JSON, "run.json")
+        check_run_meta(self.meta, self.path / RUN_JSON)
+
+    # -- configuration ---------------------------------------------------------------------
+    @property
+    def config(self) -> dict:
+        return self.meta["config"]
+
+    @property
+    def l2(self) -> float:
+        return float(self.config["l2"])
+
+    @property
+    def mode(self) -> str:
+        return self.config["mode"]
+
+    @property
+    def fingerprint(self) -> str:
+        return self.meta["dataset"]["fingerprint"]
+
+    @property
+    def n_train(self) -> int:
+        return int(self.meta["dataset"]["n_train"])
+
+    @cached_property
+    def model(self) -> LogisticRegression:
+        m = self.meta["model"]
+        return LogisticRegression(int(m["n_features"]), int(m["n_classes"]))
+
+    # -- files -----------------------------------------------------------------------------
+    def theta(self) -> torch.Tensor:
+        model, theta, _ = load_model(self.path)
+        if (model.n_features, model.n_classes) != (self.model.n_features, self.model.n_classes):
+            raise RunError(f"{self.path / MODEL_FILE} does not match run.json's model shape")
+        return theta
+
+    @cached_property
+    def dataset(self):
+        """The training data, reloaded from the recorded spec and checked against the fingerprint."""
+        dataset = load_dataset(self.meta["dataset"]["spec"])
+        self.check_dataset(dataset)
+        return dataset
+
+    def use_dataset(self, dataset) -> None:
+        """Unlearn against ``dataset`` (already in memory) instead of reloading the recorded spec;
+        it must match the run's fingerprint."""
+        self.check_dataset(dataset)
+        self.__dict__["dataset"] = dataset  # what the cached property would have computed
+
+    def check_dataset(self, dataset) -> None:
+        if dataset.n_train != self.n_train:
+            raise DataError(f"the data for {self.meta['dataset']['spec']!r} has {dataset.n_train} training rows but "
+                            f"run {self.path} records {self.n_train}; refusing to unlearn against other data")
+        if dataset.fingerprint() != self.fingerprint:
+            raise DataError(f"the data for {self.meta['dataset']['spec']!r} no longer matches run {self.path}: "
+                            f"fingerprint {dataset.fingerprint()[:23]}... != recorded {self.fingerprint[:23]}...; "
+                            "the history was computed on other data, so unlearning against it is refused")
+
+    def history_path(self) -> Path:
+        return self.path / HISTORY_FILE
+
+    def mini_history(self):
+        if not self.history_path().is_file():
+            raise RunError(f"run {self.path} has no Mini-Unlearning history ({HISTORY_FILE}); "
+                           "train it in converged mode to record one")
+        history = MiniHistory.load(self.history_path())
+        if history.fingerprint != self.fingerprint:
+            raise RunError(f"history {self.history_path()} belongs to other data (fingerprint mismatch)")
+        if history.theta.numel() != self.model.n_params:
+            raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
+        if history.n != self.n_train or history.l2 != self.l2:
+            raise RunError(f"history {self.history_path()} was recorded for n={history.n}, l2={history.l2:g} but "
+                           f"run.json says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
+        return history
+
+    def deltagrad_history(self):
+        path = self.path / DELTAGRAD_FILE
+        if not path.is_file():
+            raise RunError(f"run {self.path} has no DeltaGrad history ({DELTAGRAD_FILE}); train with "
+                           "`--mode trajectory --deltagrad-history` to record one")
+        history = DeltaGradHistory.load(path)
+        if history.fingerprint != self.fingerprint:
+            raise RunError(f"DeltaGrad history {path} belongs to other data (fingerprint mismatch)")
+        return history
+
+    def schedule(self):
+        if self.mode != "trajectory":
+            raise RunError(f"run {self.path} was trained in {self.mode} mode, not trajectory mode")
+        return SGDSchedule.from_dict(self.config["sgd"])
+
+
+def _original_run(result_dir: Path) -> str:
+    try:
+        origin = read_json(result_dir / RESULT_JSON, "result.json").get("run")
+    except (RunError, AttributeError):
+        return ""
+    return f" {origin}" if isinstance(origin, str) else ""
+
+
+def open_run(path: str | Path) -> Run:
+    return Run(path)
+
+
+def check_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
+    """Refuse an output path that cannot take new results (checked before any work; changes nothing)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"output path {path} exists and is not a directory")
+    # a run and an unlearned model share file names (model.safetensors): one never overwrites the other
+    for other in {RUN_JSON: (RESULT_JSON,), RESULT_JSON: (RUN_JSON,)}.get(marker, ()):
+        if (path / other).exists():
+            kind = "a training run" if other == RUN_JSON else "an unlearned model"
+            raise RunError(f"{path} holds {kind} ({other}); writing here would replace its files. "
+                           "Choose another --out")
+    if (path / marker).exists() and not overwrite:
+        raise RunError(f"{path} already holds results ({marker}); choose another --out or pass --overwrite")
+    return path
+
+
+def prepare_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
+    """Create ``path`` for new results, refusing to replace existing results unless ``overwrite``."""
+    path = check_output_dir(path, marker, overwrite)
+    if (path / marker).exists():
+        # Retire the completion marker first: a crash while the new files are written must not
+        # leave the old marker vouching for a mix of old and new files.
+        remove_durably(path / marker)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunError(f"cannot create output directory {path}: {exc.strerror or exc}") from exc
+    return path
+
+
+_META_FIELDS = {"config": ("l2", "mode"), "dataset": ("spec", "fingerprint", "n_train"),
+                "model": ("n_features", "n_classes")}
+
+
+def check_run_meta(meta, where: Path) -> None:
+    """Refuse a run.json that is not a JSON object with the fields every command reads."""
+    if not isinstance(meta, dict):
+        raise RunError(f"{where} is corrupted: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("format") != RUN_FORMAT:
+        raise RunError(f"{where} is not a miniunlearn run (format {meta.get('format')!r})")
+    for section, keys in _META_FIELDS.items():
+        block = meta.get(section)
+        missing = [k for k in keys if not isinstance(block, dict) or k not in block]
+        if missing:
+            raise RunError(f"{where} is corrupted: {section} lacks {', '.join(missing)}")
+    try:
+        numbers = [int(meta["dataset"]["n_train"]), int(meta["model"]["n_features"]), int(meta["model"]["n_classes"]),
+                   float(meta["config"]["l2"])]
+    except (TypeError, ValueError) as exc:
+        raise RunError(f"{where} is corrupted: a size or l2 is not a number ({exc})") from None
+    if min(numbers[:3]) < 1 or not numbers[3] > 0:
+        raise RunError(f"{where} is corrupted: impossible sizes or l2 ({numbers})")
+    if not isinstance(meta["dataset"]["spec"], str) or not isinstance(meta["dataset"]["fingerprint"], str):
+        raise RunError(f"{where} is corrupted: dataset spec and fingerprint must be strings")

@@ -1,0 +1,104 @@
+"""``train``: fit a model, record its unlearning history, and write a run directory."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import torch
+
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.measure import measure
+from miniunlearn.core.progress import progress_bar
+from miniunlearn.core.storage import atomic_write_json
+from miniunlearn.evaluation.metrics import accuracy
+from miniunlearn.history import DeltaGradHistory, build_mini_history, choose_profile
+from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET
+from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.runs.run import (
+    DELTAGRAD_FILE,
+    HISTORY_FILE,
+    RUN_FORMAT,
+    RUN_JSON,
+    Run,
+    check_output_dir,
+    prepare_output_dir,
+    save_model,
+)
+from miniunlearn.solvers.newton import DEFAULT_MAX_ITER, DEFAULT_TOL
+from miniunlearn.training import SGDSchedule, TrainConfig, fit
+from miniunlearn.training.config import DEFAULT_CHUNK_ROWS
+
+CURVATURE_DTYPES = ("float64", "float32")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: float = DEFAULT_TOL,
+          max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
+          deltagrad_history: bool = False, memory_budget: int | None = None,
+          curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Run:
+    """Train on ``dataset``, record the unlearning history and write the run directory ``out``.
+
+    Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` by Newton-CG until
+    ``||grad F_D|| <= tol`` and records Mini-Unlearning's history; trajectory mode runs the SGD
+    schedule and, with ``deltagrad_history``, records every iterate for DeltaGrad. Nothing is
+    written unless training succeeds (an unconverged solve raises
+    :class:`~miniunlearn.core.errors.ConvergenceError`). Returns the opened :class:`Run`.
+    """
+    config = TrainConfig(l2, mode, tol, max_iter, sgd_schedule or SGDSchedule(), chunk_rows)
+    if curvature_dtype not in CURVATURE_DTYPES:
+        raise InputError(f"curvature dtype must be one of {', '.join(CURVATURE_DTYPES)}, got {curvature_dtype!r}")
+    check_output_dir(out, RUN_JSON, overwrite)  # fail before the work, not after it
+    model = LogisticRegression(dataset.n_features, dataset.n_classes)
+    rows = Rows(dataset.X_train, dataset.y_train, chunk_rows=config.chunk_rows)
+    fingerprint = dataset.fingerprint()
+    total = config.sgd.n_iterations(len(rows)) if config.mode == "trajectory" else None
+    with progress_bar(f"train {dataset.name} ({config.mode})", total) as advance, measure() as timing:
+        theta, info, record = fit(model, rows, config,
+                                  record_trajectory=deltagrad_history and config.mode == "trajectory", progress=advance)
+    training = {**info, **timing.as_dict()}
+    if config.mode == "trajectory":  # SGD does not converge; record where it stopped (outside the timing)
+        value, grad = Objective(model, rows, config.l2).value_grad(theta)
+        training.update(objective=value, grad_norm=float(grad.norm()))
+
+    history = None
+    history_meta: dict = {}
+    if config.mode == "converged":
+        chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
+        objective = Objective(model, rows, config.l2)
+        with progress_bar(f"history ({chosen} curvature)", None), measure() as build:
+            try:
+                history = build_mini_history(objective, theta, chosen, fingerprint, getattr(torch, curvature_dtype))
+            except torch.linalg.LinAlgError as exc:
+                raise InputError(f"the curvature at the trained optimum is not positive definite in floating "
+                                 f"point (l2 = {config.l2:g} is too small for this data; {exc})") from None
+        history_meta["mini"] = {"file": HISTORY_FILE, "profile": chosen, "tensor_bytes": history.nbytes,
+                                "passes": objective.passes, "curvature_dtype": curvature_dtype, **build.as_dict()}
+    elif deltagrad_history:
+        history = DeltaGradHistory(record.weights, record.grads, fingerprint)
+        history_meta["deltagrad"] = {"file": DELTAGRAD_FILE, "iterations": history.n_iterations}
+
+    out = prepare_output_dir(out, RUN_JSON, overwrite)
+    for entry in history_meta.values():
+        entry["bytes"] = history.save(out / entry["file"])
+    save_model(out, model, theta, {"source": "train"})
+    metrics = {
+        "train_accuracy": accuracy(model, theta, dataset.X_train, dataset.y_train),
+        "test_accuracy": accuracy(model, theta, dataset.X_test, dataset.y_test),
+    }
+    meta = {
+        "format": RUN_FORMAT,
+        "created": _now(),
+        "model": model.describe(),
+        "dataset": dataset.describe(),
+        "config": config.as_dict(),
+        "training": training,
+        "metrics": metrics,
+        "history": history_meta,
+        "threads": torch.get_num_threads(),
+    }
+    atomic_write_json(out / RUN_JSON, meta)
+    return Run(out)

@@ -1,0 +1,274 @@
+"""The forget service: validate a deletion request, run a method, measure it, record it, write the files.
+
+``forget(run, ids, method="mini", out=DIR)`` validates the request, runs the method, measures
+it and (optionally) writes ``DIR/model.safetensors`` and ``DIR/result.json``, recording the
+request in the run's deletion ledger (:mod:`miniunlearn.service.ledger`). A method whose result
+is not finite, or that says it did not converge, fails the request: nothing is written and the
+ledger marks it failed.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from miniunlearn import distributed
+from miniunlearn.core.errors import ConvergenceError, InputError, RunError
+from miniunlearn.core.measure import measure
+from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
+from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
+from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
+from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
+from miniunlearn.service.requests import validate_forget_ids
+
+__all__ = ["forget", "LedgerWarning"]
+
+
+def forget(run, forget_ids, method: str = "mini", out: str | Path | None = None, workers: int = 1,
+           overwrite: bool = False, progress=None, already_forgotten: np.ndarray | None = None,
+           ledger: bool | str = "auto", **options) -> UnlearnResult:
+    """Remove the training rows ``forget_ids`` from ``run``'s model with ``method``.
+
+    ``run`` is a :class:`~miniunlearn.runs.Run` or a run directory. Bad requests (empty, out of
+    range, duplicated, every row, already forgotten) raise :class:`~miniunlearn.core.errors.InputError`
+    before anything is computed or written.
+
+    Deletion ledger (:mod:`miniunlearn.service.ledger`): with ``ledger="auto"`` (the default) every
+    request that writes a model (``out`` given) is recorded in ``RUN/ledger.sqlite``; rows
+    forgotten by earlier requests stay forgotten (the method receives the cumulative set, so the
+    result equals forgetting the union at once), an identical repeat returns the recorded model
+    byte for byte without recomputing, and a request naming already forgotten rows is refused.
+    ``ledger=True`` insists on recording (``out`` required); ``ledger=False`` records nothing --
+    for experiments such as benchmarks, which are not deletion requests.
+
+    ``already_forgotten`` (only without the ledger) names rows removed before this request:
+    the method then forgets their union with ``forget_ids``.
+
+    ``stats`` report ``n_forget`` (every row the model has forgotten), ``n_forget_request``
+    (this request's own rows) and ``n_forgotten_before``; with the ledger also ``ledger``.
+    """
+
+    if not isinstance(run, Run):
+        run = Run(run)
+    if int(workers) < 1:
+        raise InputError(f"workers must be at least 1, got {workers}")
+    ids = validate_forget_ids(np.asarray(forget_ids), run.n_train)
+    algorithm = make_method(method, **options)
+    algorithm.check_run(run)
+    if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
+        if not distributed.is_writer():
+            return _follow_writer(run, algorithm, method, workers, progress)
+        with distributed.leading():
+            return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
+                                ledger)
+    return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger)
+
+
+def _follow_writer(run, algorithm, method: str, workers: int, progress) -> UnlearnResult | None:
+    """Ranks > 0 of a torchrun job: compute the request rank 0 hands over, write nothing.
+
+    Returns None when rank 0 served the request without computing (an identical repeat from the ledger).
+    """
+    _ = run.dataset  # fingerprint-check the data while rank 0 does the same (and plans with the ledger)
+    job = distributed.await_work()
+    if job is None:
+        return None
+    ids, cumulative = job
+    return _compute(run, algorithm, method, ids, cumulative, workers, progress)
+
+
+def _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
+                 ledger) -> UnlearnResult:
+    """:func:`forget` after validation, in the process that writes (the only one, or rank 0)."""
+
+    if _records_to_ledger(ledger, out, already_forgotten):
+        return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress)
+
+    previous = _previous_rows(already_forgotten, run.n_train)
+    ids = validate_forget_ids(ids, run.n_train, previous)
+    _ = run.dataset  # load and fingerprint-check the data before anything is written or timed
+    if out is not None:
+        out = _prepare_out(run, out, overwrite)
+    result = _compute(run, algorithm, method, ids, np.union1d(previous, ids), workers, progress)
+    if out is not None:
+        digest = _save_model(run, out, result)
+        _write_result_json(run, out, result, ids, np.union1d(previous, ids), digest, None)
+    return result
+
+
+def _records_to_ledger(ledger, out, already_forgotten) -> bool:
+
+    if ledger not in (True, False, "auto"):
+        raise InputError(f"ledger must be True, False or 'auto', got {ledger!r}")
+    record = out is not None if ledger == "auto" else bool(ledger)
+    if record and out is None:
+        raise InputError("the deletion ledger records the model file: give an output directory (out=...)")
+    if record and already_forgotten is not None:
+        raise InputError("already_forgotten comes from the run's deletion ledger when requests are recorded; "
+                         "pass it only with ledger=False")
+    return record
+
+
+def _previous_rows(already_forgotten, n_train: int) -> np.ndarray:
+
+    if already_forgotten is None:
+        return np.zeros(0, dtype=np.int64)
+    previous = np.asarray(already_forgotten)
+    if previous.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if previous.ndim != 1 or not np.issubdtype(previous.dtype, np.integer):
+        raise InputError("already_forgotten must be a flat list of integer row ids")
+    if previous.min() < 0 or previous.max() >= n_train:
+        raise InputError(f"already_forgotten holds ids outside 0..{n_train - 1}")
+    return np.unique(previous.astype(np.int64))
+
+
+def _prepare_out(run, out, overwrite: bool) -> Path:
+    """Create the output directory, refusing the run's own directory (it would replace the original model)."""
+
+    out = Path(out)
+    if out.resolve() == Path(run.path).resolve():
+        raise InputError(f"--out {out} is the run directory itself; the unlearned model would replace the "
+                         "original one. Choose another directory")
+    return prepare_output_dir(out, RESULT_JSON, overwrite)
+
+
+def _compute(run, algorithm, method: str, ids: np.ndarray, cumulative: np.ndarray, workers: int,
+             progress) -> UnlearnResult:
+    """Run ``algorithm`` on the original run with every row of ``cumulative`` forgotten."""
+
+
+    distributed.start_work(ids, cumulative)  # rank 0 hands the rows to the other processes (no-op in one)
+    ctx = UnlearnContext(run, cumulative, workers=int(workers), progress=progress)
+    with measure() as timing:
+        produced = algorithm.unlearn(ctx)
+    theta, extra = produced if isinstance(produced, tuple) else (produced, {})
+    if not torch.isfinite(theta).all():
+        raise ConvergenceError(f"method {method!r} produced non-finite parameters; nothing was recorded as a "
+                               "deletion. Try other options")
+    if extra.get("converged") is False:
+        raise ConvergenceError(f"method {method!r} did not converge ({extra.get('failure', 'see its statistics')}); "
+                               "nothing was recorded as a deletion")
+    stats = {
+        "n_train": run.n_train,
+        "n_forget": int(len(cumulative)),
+        "n_forget_request": int(len(ids)),
+        "n_forgotten_before": int(len(cumulative) - len(ids)),
+        "ratio": len(cumulative) / run.n_train,
+        **timing.as_dict(),
+        "passes_forget": ctx.passes_forget,
+        "passes_retained": ctx.passes_retained,
+        "history_bytes_read": ctx.history_bytes_read,
+        "threads": torch.get_num_threads(),
+        "workers": int(workers),
+        "processes": distributed.world_size(),
+        **extra,
+    }
+    return UnlearnResult(theta, method, algorithm.options(), stats)
+
+
+def _save_model(run, out: Path, result: UnlearnResult) -> str:
+    """Write ``out/model.safetensors`` atomically; return its SHA-256."""
+
+    return file_sha256(save_model(out, run.model, result.theta, {"source": f"forget:{result.method}"}))
+
+
+def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, model_sha256: str,
+                       request_id: int | None) -> None:
+    """``out/result.json``, written last: it marks the output directory complete."""
+
+    atomic_write_json(Path(out) / RESULT_JSON, {
+        "run": str(Path(run.path).resolve()), "ledger_request": request_id,
+        "forget_ids_sha256": ids_sha256(ids), "cumulative_ids_sha256": ids_sha256(cumulative),
+        "model_file": "model.safetensors", "model_sha256": model_sha256, **result.summary()})
+
+
+def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, overwrite: bool,
+                     progress) -> UnlearnResult:
+    """:func:`forget` with the deletion ledger (see :mod:`miniunlearn.service.ledger` for the semantics)."""
+
+
+    options_json = canonical_options(algorithm.options())
+    _refuse_run_dir(run, out)
+    run.theta()  # the run's model must load: the ledger is bound to it by its hash
+    _ = run.dataset  # load and fingerprint-check the data before anything is created or recorded
+    with request_lock(run), Ledger.open(run, create=True) as book:
+        book.abandon_stale()
+        plan = book.plan(ids, method, options_json)
+        if plan.kind == "repeat":
+            return _repeat(run, book, plan, method, options_json, out, overwrite)
+        if plan.cumulative.size >= run.n_train:
+            raise InputError(f"forget request: with the {plan.forgotten_before} rows forgotten before, these "
+                             f"{ids.size} rows would remove every training row ({run.n_train}); at least one must remain")
+        out = _prepare_out(run, out, overwrite or plan.is_same_request_dir(out))
+        if plan.note:
+            warnings.warn(f"ledger: {plan.note}", LedgerWarning, stacklevel=4)  # caller of forget() -> _forget_here -> here
+        request_id = book.begin(plan, method, options_json, out)
+        try:
+            result = _compute(run, algorithm, method, ids, plan.cumulative, workers, progress)
+            result.stats["ledger"] = _ledger_stats(book, request_id, plan)
+            digest = _save_model(run, out, result)
+            if plan.kind == "recompute":
+                result.stats["ledger"]["identical_to_recorded"] = digest == plan.refers_to.model_sha256
+            book.finish(request_id, digest, (out / "model.safetensors").stat().st_size, result.stats)
+        except BaseException as exc:
+            book.fail(request_id, exc)
+            raise
+        _write_result_json(run, out, result, ids, plan.cumulative, digest, request_id)
+        return result
+
+
+class LedgerWarning(UserWarning):
+    """A deletion request was served differently than asked (e.g. recomputed because a recorded model is gone)."""
+
+
+def _same_dir(a, b) -> bool:
+    return b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def _refuse_run_dir(run, out: Path) -> None:
+    """Refuse, before the ledger is touched, outputs that would replace a run's files."""
+
+    if _same_dir(out, run.path):
+        raise InputError(f"--out {out} is the run directory itself; the unlearned model would replace the "
+                         "original one. Choose another directory")
+    if (Path(out) / RUN_JSON).exists():
+        raise RunError(f"{out} holds a training run ({RUN_JSON}); writing here would replace its files. "
+                       "Choose another --out")
+
+
+def _ledger_stats(book, request_id: int, plan) -> dict:
+    forgotten = plan.forgotten_before + (len(plan.ids) if plan.kind == "deletion" else 0)
+    return {"file": str(book.path), "request": request_id, "kind": plan.kind,
+            "refers_to": None if plan.refers_to is None else plan.refers_to.id,
+            "forgotten_rows_total": int(forgotten), **({"note": plan.note} if plan.note else {})}
+
+
+_WORK_STATS = ("time_s", "cpu_time_s", "peak_rss_bytes", "passes_forget", "passes_retained", "history_bytes_read")
+
+
+def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool) -> UnlearnResult:
+    """Serve an identical repeat from the recorded model: no recomputation, byte-identical file."""
+
+
+    start, source = time.perf_counter(), plan.refers_to
+    same_out = _same_dir(out, source.out_dir)
+    if not same_out:  # (a directory of an identical earlier request may be refreshed in place)
+        out = _prepare_out(run, out, overwrite or plan.is_same_request_dir(out))
+        atomic_copy(source.model_path, out / MODEL_FILE, expected_sha256=source.model_sha256)
+    _, theta, _ = load_model(out)
+    recorded = source.stats
+    stats = {**recorded, "original": {k: recorded[k] for k in _WORK_STATS if k in recorded},
+             "time_s": time.perf_counter() - start, "cpu_time_s": 0.0, "passes_forget": 0.0,
+             "passes_retained": 0.0, "history_bytes_read": 0}
+    stats.pop("ledger", None)
+    request_id = book.record_done(plan, method, options_json, out, source.model_sha256, source.model_bytes, stats)
+    stats["ledger"] = _ledger_stats(book, request_id, plan)
+    result = UnlearnResult(theta, method, source.options, stats)
+    if not same_out or not (out / RESULT_JSON).exists():
+        _write_result_json(run, out, result, plan.ids, plan.cumulative, source.model_sha256, request_id)
+    return result

@@ -1,0 +1,70 @@
+import json
+
+import numpy as np
+import pytest
+
+from miniunlearn.core.errors import InputError
+from miniunlearn.data import load_dataset
+from miniunlearn.experiments.bench import ROW_KEYS, BenchConfig, run_bench
+from miniunlearn.experiments.report import write_report
+from miniunlearn.models.rows import retained_ids
+from miniunlearn.service.requests import random_forget_ids
+from tests.helpers import scipy_optimum
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    config = BenchConfig(datasets=["breast_cancer"], ratios=[0.1, 0.3], methods=["mini", "mini:refine=1", "retrain",
+                                                                                 "deltagrad"],
+                         seeds=[0], shadows=0, mia_max_rows=200)
+    rows = run_bench(config, out, log=lambda *_: None)
+    return config, out, rows
+
+
+def test_rows_have_every_key_and_real_measurements(bench):
+    config, out, rows = bench
+    assert len(rows) == 2 * (4 + 2)  # four methods and the two runs' original models, at two ratios
+    assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(rows))
+    for row in rows:
+        assert set(ROW_KEYS) <= set(row)
+    # the retrained model's accuracy equals that of an independently computed optimum on the same rows
+    ds = load_dataset("breast_cancer")
+    for ratio in (0.1, 0.3):
+        keep = retained_ids(ds.n_train, random_forget_ids(ds.n_train, ratio, 0))
+        W = scipy_optimum(ds.X_train[keep], ds.y_train[keep], 2, config.l2).reshape(2, -1)
+        accuracy = np.mean((ds.X_test @ W[:, :-1].T + W[:, -1]).argmax(axis=1) == ds.y_test)
+        row = next(r for r in rows if r["method"] == "retrain" and r["ratio"] == ratio)
+        assert row["test_acc_retrain"] == pytest.approx(accuracy, abs=1e-12)
+    original = {r["method"]: r for r in rows if r["method"].startswith("original") and r["ratio"] == 0.1}
+    assert set(original) == {"original", "original-sgd"}
+    assert original["original"]["relative_residual"] == 1.0 and original["original"]["speedup_vs_retrain"] is None
+    retrain = [r for r in rows if r["method"] == "retrain"]
+    assert all(r["relative_residual"] == 0 and r["test_acc"] == r["test_acc_retrain"] for r in retrain)
+    mini = {(r["ratio"], r["refine"]): r for r in rows if r["method"] == "mini"}
+    for ratio in (0.1, 0.3):
+        assert mini[(ratio, 1)]["relative_residual"] < mini[(ratio, 0)]["relative_residual"] < 0.5
+        assert mini[(ratio, 0)]["passes_retained"] == 0 and mini[(ratio, 1)]["passes_retained"] == 1
+    deltagrad = [r for r in rows if r["method"] == "deltagrad"]
+    assert all(r["mode"] == "trajectory" and r["history_bytes"] > 0 for r in deltagrad)
+
+
+def test_rerun_resumes_without_recomputing(bench):
+    config, out, rows = bench
+    again = run_bench(config, out, log=lambda *_: None)
+    assert again == rows  # identical rows: nothing was recomputed (timings would differ)
+
+
+def test_report_has_tables_and_plots(bench):
+    _, out, rows = bench
+    report = write_report(rows, out, "test", "miniunlearn bench --out x")
+    text = report.read_text()
+    assert "| mini (refine 0) | 10% |" in text and "breast_cancer" in text
+    assert (out / "breast_cancer_relative_residual.png").stat().st_size > 1000
+
+
+def test_bad_configuration_is_refused(tmp_path):
+    with pytest.raises(InputError, match="ratios are fractions"):
+        run_bench(BenchConfig(datasets=["digits"], ratios=[10], methods=["mini"]), tmp_path)
+    with pytest.raises(InputError, match="unknown unlearning method"):
+        run_bench(BenchConfig(datasets=["digits"], ratios=[0.1], methods=["magic"]), tmp_path)
