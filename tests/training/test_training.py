@@ -42,7 +42,7 @@ def test_run_directory_layout(tmp_path):
     assert torch.equal(theta, run.theta())
     config = json.loads((tmp_path / "run" / "run.json").read_text())["config"]
     assert config == {"l2": 0.01, "mode": "converged", "init": "zeros", "chunk_rows": 8192, "solver": "newton-cg",
-                      "tol": 1e-9, "max_iter": 100}
+                      "tol": 1e-9, "max_iter": 100, "penalize_intercept": True}
     with pytest.raises(RunError, match="already holds results"):
         train(ds, 1e-2, tmp_path / "run")
 

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from miniunlearn.core.errors import InputError
 
-__all__ = ["Interval", "Options", "Text", "Param", "validate_params", "describe", "param_help"]
+__all__ = ["Interval", "Options", "Boolean", "Text", "Param", "validate_params", "describe", "param_help"]
 
 _CLOSED = ("both", "left", "right", "neither")
 
@@ -86,6 +86,17 @@ class Options:
 
     def __str__(self) -> str:
         return "one of " + ", ".join(repr(c) for c in self.choices)
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """True or False (not 0 or 1: a flag is no number)."""
+
+    def convert(self, value: Any) -> tuple[bool, Any]:
+        return (True, value) if isinstance(value, bool) else (False, None)
+
+    def __str__(self) -> str:
+        return "True or False"
 
 
 @dataclass(frozen=True)

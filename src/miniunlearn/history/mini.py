@@ -43,6 +43,7 @@ class MiniHistory:
     fingerprint: str
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
+    penalize_intercept: bool = True
 
     # exact profile:   "precond"  (H_D + l2 I)^-1, H_D the mean loss Hessian at w_T (p x p)
     # minimal profile: "basis"    (k x p) orthonormal top eigenvectors of the mean loss Hessian
@@ -57,7 +58,7 @@ class MiniHistory:
     def save(self, path: str | Path) -> int:
         tensors = {"theta": self.theta, "grad_sum": self.grad_sum, **self.tensors}
         meta = {"format": "miniunlearn-history/1", "profile": self.profile, "n": self.n, "l2": repr(self.l2),
-                "fingerprint": self.fingerprint}
+                "fingerprint": self.fingerprint, "penalize_intercept": str(self.penalize_intercept)}
         return save_tensors(path, tensors, meta)
 
     @classmethod
@@ -77,7 +78,8 @@ class MiniHistory:
             if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
                 raise RunError(f"history {path} is corrupted: tensor {name!r} holds NaN or inf")
         theta, grad_sum = tensors.pop("theta"), tensors.pop("grad_sum")
-        return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors)
+        return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors,
+                   penalize_intercept=meta.get("penalize_intercept", "True") == "True")
 
 
 def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iterations: int = 4, seed: int = 0):
@@ -104,7 +106,7 @@ def exact_curvature(objective: Objective, theta: torch.Tensor, dtype: torch.dtyp
     Hessian sum is ``n P^-1 - H_U - r lambda I``, so H_D itself need not be kept.
     """
     precond = objective.hessian_loss_mean(theta, dtype=torch.float64)
-    precond.diagonal().add_(objective.l2)
+    precond.diagonal().add_(objective.penalty.diagonal(precond.shape[0]))
     factor = torch.linalg.cholesky(precond)
     del precond
     precond = torch.cholesky_inverse(factor)
@@ -129,6 +131,7 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, 
             raise ValueError(f"minimal_rank must lie in [1, {MINIMAL_MAX_VECTORS - 2}]")
         eigvals, basis = _top_eigenpairs(objective, theta, minimal_rank)
         tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.curvature(theta).cache.diag_sum / objective.n}
-    history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors)
+    history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
+                          penalize_intercept=objective.penalty.penalize_intercept)
     history.info = {"build_time_s": time.perf_counter() - start, "curvature_dtype": str(curvature_dtype).replace("torch.", "")}
     return history

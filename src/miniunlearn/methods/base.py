@@ -22,6 +22,7 @@ import torch
 
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.params import Param, param_help, validate_params
+from miniunlearn.models.penalty import Penalty
 from miniunlearn.models.rows import Rows, retained_ids
 
 _REGISTRY: dict[str, type["UnlearningMethod"]] = {}
@@ -84,6 +85,10 @@ class UnlearnContext:
     @property
     def l2(self) -> float:
         return self.run.l2
+
+    @cached_property
+    def penalty(self) -> Penalty:
+        return Penalty(self.model, self.run.l2, self.run.penalize_intercept)
 
     @property
     def n_train(self) -> int:

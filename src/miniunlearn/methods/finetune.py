@@ -75,7 +75,7 @@ class FineTune(UnlearningMethod):
     }
 
     def unlearn(self, ctx: UnlearnContext):
-        model, l2 = ctx.model, ctx.l2
+        model, penalty = ctx.model, ctx.penalty
         rows = ctx.retained_rows
         X, y = rows.tensors()
         theta = ctx.original_theta()
@@ -87,7 +87,7 @@ class FineTune(UnlearningMethod):
                 Xb, yb = take(rows, X, y, positions)
                 grad = model.grad_sum(theta, Xb, yb) / len(positions)
                 step = lr * (1.0 - steps / total) if self.lr_schedule == "linear" else lr
-                theta = theta - step * (grad + l2 * theta)
+                theta = theta - step * (grad + penalty.grad(theta))
                 steps += 1
             if ctx.progress is not None:
                 ctx.progress(1, info=f"epoch {epoch + 1}/{self.epochs}")

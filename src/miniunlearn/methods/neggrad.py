@@ -67,7 +67,7 @@ class NegGrad(UnlearningMethod):
         return len(ctx.forget_ids) if self.batch_size is None else self.batch_size
 
     def unlearn(self, ctx: UnlearnContext):
-        model, l2, alpha = ctx.model, ctx.l2, self.retain_weight
+        model, penalty, alpha = ctx.model, ctx.penalty, self.retain_weight
         theta = ctx.original_theta()
         U = ctx.forget_rows
         X_U, y_U = U.tensors()
@@ -86,7 +86,7 @@ class NegGrad(UnlearningMethod):
                 if alpha > 0:
                     retained_positions = next(retained_batches)
                     Xr, yr = take(R, X_R, y_R, retained_positions)
-                    descent = model.grad_sum(theta, Xr, yr) / len(retained_positions) + l2 * theta
+                    descent = model.grad_sum(theta, Xr, yr) / len(retained_positions) + penalty.grad(theta)
                     theta = theta - lr * (alpha * descent - (1.0 - alpha) * ascent)
                 else:
                     theta = theta + lr * ascent

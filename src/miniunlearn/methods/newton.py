@@ -50,10 +50,10 @@ from miniunlearn.solvers.cg import preconditioned_cg
 
 
 def influence_gradient(G_U: torch.Tensor, theta: torch.Tensor, n_forget: int, n_retained: int,
-                       l2: float) -> torch.Tensor:
+                       penalty) -> torch.Tensor:
     """grad F_R(theta) from the forgotten rows alone, assuming grad F_D(theta) = 0:
-    -(G_U + r lambda theta) / (n - r)."""
-    return -(G_U + n_forget * l2 * theta) / n_retained
+    -(G_U + r lambda M theta) / (n - r)."""
+    return -(G_U + n_forget * penalty.grad(theta)) / n_retained
 
 
 @register
@@ -75,17 +75,17 @@ class Newton(UnlearningMethod):
     }
 
     def unlearn(self, ctx: UnlearnContext):
-        model, l2 = ctx.model, ctx.l2
-        retained = Objective(model, ctx.retained_rows, l2)
+        model, penalty = ctx.model, ctx.penalty
+        retained = Objective(model, ctx.retained_rows, penalty)
         n_retained, n_forget = len(ctx.retained_ids), len(ctx.forget_ids)
         theta = ctx.original_theta()
         cg_iterations, grad_norms = [], []
         for k in range(self.steps):
             if k == 0 and self.gradient == "influence":
                 G_U = ctx.forget_rows.map_reduce(lambda X, y, w=theta: model.grad_sum(w, X, y))
-                grad = influence_gradient(G_U, theta, n_forget, n_retained, l2)
+                grad = influence_gradient(G_U, theta, n_forget, n_retained, penalty)
             else:
-                grad = retained.grad_sum(theta) / n_retained + l2 * theta
+                grad = retained.grad_sum(theta) / n_retained + penalty.grad(theta)
             grad_norms.append(float(grad.norm()))
             if grad_norms[-1] == 0.0:
                 break

@@ -5,6 +5,7 @@ cached curvature products."""
 from miniunlearn.models.curvature import CachedCurvature
 from miniunlearn.models.logistic import LogisticRegression
 from miniunlearn.models.objective import Curvature, Objective
+from miniunlearn.models.penalty import Penalty
 from miniunlearn.models.rows import Rows
 
-__all__ = ["CachedCurvature", "Curvature", "LogisticRegression", "Objective", "Rows"]
+__all__ = ["CachedCurvature", "Curvature", "LogisticRegression", "Objective", "Penalty", "Rows"]

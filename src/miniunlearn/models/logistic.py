@@ -43,6 +43,12 @@ class LogisticRegression:
     def zeros(self) -> torch.Tensor:
         return torch.zeros(self.n_params, dtype=DTYPE)
 
+    def weight_mask(self) -> torch.Tensor:
+        """1 at every weight, 0 at the C biases (the last entry of each class block)."""
+        mask = torch.ones(self.n_classes, self.n_features + 1, dtype=DTYPE)
+        mask[:, -1] = 0.0
+        return mask.reshape(-1)
+
     def matrix(self, theta: torch.Tensor) -> torch.Tensor:
         """The augmented weights ``[W | b]`` as a (C, d+1) view of ``theta``."""
         return theta.view(self.n_classes, self.n_features + 1)

@@ -1,8 +1,9 @@
 """The regularised empirical risk over a set of rows (docs/mini-unlearning.md, "Definitions").
 
-    F_S(theta) = (1/|S|) sum_{i in S} l(theta; z_i) + (lambda/2) ||theta||^2
+    F_S(theta) = (1/|S|) sum_{i in S} l(theta; z_i) + (lambda/2) theta^T M theta
 
-with the L2 penalty on every parameter (bias too), as weight decay applies it.
+with the L2 penalty on every parameter (M = I, bias too, as weight decay applies it) unless the
+intercept is left unpenalised (:mod:`miniunlearn.models.penalty`).
 """
 
 from __future__ import annotations
@@ -10,18 +11,20 @@ from __future__ import annotations
 import torch
 
 from miniunlearn.models.curvature import CachedCurvature
+from miniunlearn.models.penalty import Penalty
 from miniunlearn.models.rows import Rows
 
 
 class Objective:
     """``F_S`` and its derivatives; every method is one chunked sweep over the rows."""
 
-    def __init__(self, model, rows: Rows, l2: float):
+    def __init__(self, model, rows: Rows, penalty: Penalty | float):
         if len(rows) == 0:
             raise ValueError("the objective needs at least one row")
         self.model = model
         self.rows = rows
-        self.l2 = float(l2)
+        self.penalty = penalty if isinstance(penalty, Penalty) else Penalty(model, penalty)
+        self.l2 = self.penalty.l2
         self.n = len(rows)
 
     @property
@@ -31,8 +34,8 @@ class Objective:
 
     def value_grad(self, theta: torch.Tensor) -> tuple[float, torch.Tensor]:
         loss, grad = self.rows.map_reduce(lambda X, y: self.model.loss_grad_sum(theta, X, y))
-        value = float(loss) / self.n + 0.5 * self.l2 * float(theta @ theta)
-        return value, grad / self.n + self.l2 * theta
+        value = float(loss) / self.n + self.penalty.value(theta)
+        return value, grad / self.n + self.penalty.grad(theta)
 
     def grad_sum(self, theta: torch.Tensor) -> torch.Tensor:
         """``G_S(theta) = sum_{i in S} grad l_i(theta)`` without the regulariser."""
@@ -40,7 +43,7 @@ class Objective:
 
     def curvature(self, theta: torch.Tensor, diag: bool = True) -> "Curvature":
         """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`)."""
-        return Curvature(CachedCurvature(self.model, self.rows, theta, diag=diag), self.n, self.l2)
+        return Curvature(CachedCurvature(self.model, self.rows, theta, diag=diag), self.n, self.penalty)
 
     def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The mean loss Hessian ``(1/|S|) sum_i Hess l_i(theta)`` (no regulariser), dense p x p."""
@@ -56,9 +59,9 @@ class Objective:
 class Curvature:
     """``Hess F_S(theta)`` at a fixed theta: products ``hvp(v)`` (one pass each) and the diagonal."""
 
-    def __init__(self, cache: CachedCurvature, n: int, l2: float):
-        self.cache, self.n, self.l2 = cache, n, l2
-        self.diag = None if cache.diag_sum is None else cache.diag_sum / n + l2
+    def __init__(self, cache: CachedCurvature, n: int, penalty: Penalty):
+        self.cache, self.n, self.penalty = cache, n, penalty
+        self.diag = None if cache.diag_sum is None else cache.diag_sum / n + penalty.grad(torch.ones_like(cache.diag_sum))
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
-        return self.cache.hvp_sum(v) / self.n + self.l2 * v
+        return self.cache.hvp_sum(v) / self.n + self.penalty.grad(v)

@@ -84,6 +84,10 @@ class Run:
         return self.config["mode"]
 
     @property
+    def penalize_intercept(self) -> bool:
+        return bool(self.config.get("penalize_intercept", True))
+
+    @property
     def fingerprint(self) -> str:
         return self.meta["dataset"]["fingerprint"]
 
@@ -137,7 +141,7 @@ class Run:
             raise RunError(f"history {self.history_path()} belongs to other data (fingerprint mismatch)")
         if history.theta.numel() != self.model.n_params:
             raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
-        if history.n != self.n_train or history.l2 != self.l2:
+        if history.n != self.n_train or history.l2 != self.l2 or history.penalize_intercept != self.penalize_intercept:
             raise RunError(f"history {self.history_path()} was recorded for n={history.n}, l2={history.l2:g} but "
                            f"run.json says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
         return history

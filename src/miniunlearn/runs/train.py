@@ -39,16 +39,18 @@ def _now() -> str:
 def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: float = DEFAULT_TOL,
           max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
           deltagrad_history: bool = False, memory_budget: int | None = None,
-          curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Run:
+          curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+          penalize_intercept: bool = True) -> Run:
     """Train on ``dataset``, record the unlearning history and write the run directory ``out``.
 
-    Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` by Newton-CG until
+    Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` (the biases left out of the
+    penalty when ``penalize_intercept`` is False) by Newton-CG until
     ``||grad F_D|| <= tol`` and records Mini-Unlearning's history; trajectory mode runs the SGD
     schedule and, with ``deltagrad_history``, records every iterate for DeltaGrad. Nothing is
     written unless training succeeds (an unconverged solve raises
     :class:`~miniunlearn.core.errors.ConvergenceError`). Returns the opened :class:`Run`.
     """
-    config = TrainConfig(l2, mode, tol, max_iter, sgd_schedule or SGDSchedule(), chunk_rows)
+    config = TrainConfig(l2, mode, tol, max_iter, sgd_schedule or SGDSchedule(), chunk_rows, penalize_intercept)
     if curvature_dtype not in CURVATURE_DTYPES:
         raise InputError(f"curvature dtype must be one of {', '.join(CURVATURE_DTYPES)}, got {curvature_dtype!r}")
     check_output_dir(out, RUN_JSON, overwrite)  # fail before the work, not after it
@@ -61,14 +63,14 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
                                   record_trajectory=deltagrad_history and config.mode == "trajectory", progress=advance)
     training = {**info, **timing.as_dict()}
     if config.mode == "trajectory":  # SGD does not converge; record where it stopped (outside the timing)
-        value, grad = Objective(model, rows, config.l2).value_grad(theta)
+        value, grad = Objective(model, rows, config.penalty(model)).value_grad(theta)
         training.update(objective=value, grad_norm=float(grad.norm()))
 
     history = None
     history_meta: dict = {}
     if config.mode == "converged":
         chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
-        objective = Objective(model, rows, config.l2)
+        objective = Objective(model, rows, config.penalty(model))
         with progress_bar(f"history ({chosen} curvature)", None), measure() as build:
             try:
                 history = build_mini_history(objective, theta, chosen, fingerprint, getattr(torch, curvature_dtype))

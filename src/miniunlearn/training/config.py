@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from numbers import Integral, Real
 
-from miniunlearn.core.params import Interval, Options, Param, validate_params
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.params import Boolean, Interval, Options, Param, validate_params
+from miniunlearn.models.penalty import Penalty
 from miniunlearn.solvers.newton import DEFAULT_MAX_ITER, DEFAULT_TOL
 from miniunlearn.training.trajectory import SGDSchedule
 
@@ -25,6 +27,8 @@ PARAMETERS = {
                  help="converged mode: stop when ||grad F||_2 <= tol"),
     "max_iter": Param(DEFAULT_MAX_ITER, Interval(Integral, 1, 10_000), help="converged mode: Newton iterations at most"),
     "chunk_rows": Param(DEFAULT_CHUNK_ROWS, Interval(Integral, 1, 1 << 24), help="rows per chunk of every pass"),
+    "penalize_intercept": Param(True, Boolean(),
+                                help="L2 on the biases too (weight decay); False leaves the intercept free"),
 }
 
 
@@ -38,15 +42,24 @@ class TrainConfig:
     max_iter: int = DEFAULT_MAX_ITER
     sgd: SGDSchedule = field(default_factory=SGDSchedule)
     chunk_rows: int = DEFAULT_CHUNK_ROWS
+    penalize_intercept: bool = True
 
     def __post_init__(self):
-        values = validate_params("training", PARAMETERS, {"l2": self.l2, "mode": self.mode, "tol": self.tol,
-                                                         "max_iter": self.max_iter, "chunk_rows": self.chunk_rows})
+        values = validate_params("training", PARAMETERS, {
+            "l2": self.l2, "mode": self.mode, "tol": self.tol, "max_iter": self.max_iter,
+            "chunk_rows": self.chunk_rows, "penalize_intercept": self.penalize_intercept})
         for name, value in values.items():
             setattr(self, name, value)
+        if self.mode == "trajectory" and not self.penalize_intercept:
+            raise InputError("trajectory (SGD) training applies weight decay to every parameter; "
+                             "penalize_intercept=False needs converged mode")
+
+    def penalty(self, model) -> Penalty:
+        return Penalty(model, self.l2, self.penalize_intercept)
 
     def as_dict(self) -> dict:
-        out = {"l2": self.l2, "mode": self.mode, "init": "zeros", "chunk_rows": self.chunk_rows}
+        out = {"l2": self.l2, "mode": self.mode, "init": "zeros", "chunk_rows": self.chunk_rows,
+               "penalize_intercept": self.penalize_intercept}
         if self.mode == "converged":
             out.update(solver="newton-cg", tol=self.tol, max_iter=self.max_iter)
         else:
@@ -57,4 +70,5 @@ class TrainConfig:
     def from_dict(cls, data: dict) -> "TrainConfig":
         sgd_cfg = SGDSchedule.from_dict(data["sgd"]) if "sgd" in data else SGDSchedule()
         return cls(float(data["l2"]), data["mode"], float(data.get("tol", DEFAULT_TOL)),
-                   int(data.get("max_iter", DEFAULT_MAX_ITER)), sgd_cfg, int(data.get("chunk_rows", DEFAULT_CHUNK_ROWS)))
+                   int(data.get("max_iter", DEFAULT_MAX_ITER)), sgd_cfg, int(data.get("chunk_rows", DEFAULT_CHUNK_ROWS)),
+                   bool(data.get("penalize_intercept", True)))

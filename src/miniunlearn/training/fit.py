@@ -26,7 +26,7 @@ def fit(model: LogisticRegression, rows: Rows, config: TrainConfig, removed: np.
     """
     theta0 = model.zeros()
     if config.mode == "converged":
-        objective = Objective(model, rows, config.l2)
+        objective = Objective(model, rows, config.penalty(model))
         theta, info = newton_cg(objective, theta0, config.tol, config.max_iter, progress=progress)
         if not info.converged:
             raise ConvergenceError(f"Newton-CG stopped after {info.iterations} iterations at ||grad F|| = "
