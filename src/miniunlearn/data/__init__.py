@@ -2,18 +2,21 @@
 
 ``load_dataset("NAME[:key=value,...]")`` returns a :class:`Dataset`; ``dataset_names()``
 lists what is registered. Every loader is deterministic: the same spec gives the same
-rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field.
+rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field (a
+:class:`Preprocessing`). A user's own files are the formats ``csv``, ``parquet``, ``npz`` and
+``svmlight`` (:mod:`miniunlearn.data.files`); data in memory is ``Dataset.from_arrays``.
 """
 
 import numpy as np
 
 from miniunlearn.core.storage import atomic_write
-from miniunlearn.data import builtin, idx, tabular  # noqa: F401  (registers the loaders)
+from miniunlearn.data import builtin, files, idx, tabular  # noqa: F401  (registers the loaders)
 from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset
 from miniunlearn.data.fingerprint import fingerprint_arrays
 from miniunlearn.data.idx import read_idx
+from miniunlearn.data.preprocessing import Preprocessing
 
-__all__ = ["Dataset", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
+__all__ = ["Dataset", "Preprocessing", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
            "read_idx", "export_dataset"]
 
 
