@@ -21,7 +21,7 @@ from typing import Any, Iterable, Mapping
 
 from miniunlearn.core.errors import InputError
 
-__all__ = ["Interval", "Options", "Text", "Param", "validate_params", "describe", "param_help"]
+__all__ = ["Interval", "Options", "Text", "Boolean", "Param", "validate_params", "describe", "param_help"]
 
 _CLOSED = ("both", "left", "right", "neither")
 
@@ -97,6 +97,21 @@ class Text:
 
     def __str__(self) -> str:
         return "a non-empty string"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """True or False (also numpy booleans and the integers 0 and 1, as the command line gives them)."""
+
+    def convert(self, value: Any) -> tuple[bool, Any]:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return True, bool(value)
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return True, bool(value)
+        return False, None
+
+    def __str__(self) -> str:
+        return "True or False"
 
 
 @dataclass(frozen=True)
