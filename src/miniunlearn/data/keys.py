@@ -91,7 +91,8 @@ def rows_with_keys(train_keys: np.ndarray, requested: list[str], test_keys: np.n
     unique_texts = list(dict.fromkeys(requested))
     wanted, impossible = parse_requested(unique_texts, train_keys)
     present = np.isin(wanted, train_keys)
-    unknown = impossible + canonical(wanted[~present])
+    missing = set(impossible) | set(canonical(wanted[~present]))
+    unknown = [t for t in unique_texts if t in missing]  # in the order asked
     if unknown:
         held_out = 0
         if test_keys is not None and len(test_keys):
