@@ -165,3 +165,14 @@ def test_held_out_draw_does_not_depend_on_chunking():
     # a Bernoulli(0.2) share of 200000 rows: standard deviation 0.0009, so 0.005 is over five of them
     assert abs(whole.mean() - 0.2) < 0.005
     assert not held_out_rows(0, 100, 0.0, 3).any()
+
+
+def test_an_export_reads_back_with_its_keys(table, tmp_path):
+    from miniunlearn.data import export_dataset
+
+    _, path = table
+    ds = load_dataset(f"csv:path={path},target=label,id=row")
+    export_dataset(ds, tmp_path / "export.npz")
+    again = load_dataset(f"npz:path={tmp_path / 'export.npz'},standardize=0")
+    assert np.array_equal(again.keys, ds.keys) and np.array_equal(again.test_keys, ds.test_keys)
+    assert np.array_equal(np.asarray(again.X_train), np.asarray(ds.X_train)) and np.array_equal(again.y_train, ds.y_train)

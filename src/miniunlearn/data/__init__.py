@@ -21,12 +21,19 @@ __all__ = ["Dataset", "Preprocessing", "dataset_info", "dataset_names", "load_da
 
 
 def export_dataset(dataset: Dataset, out: str) -> None:
-    """Write ``X_train, y_train, X_test, y_test`` exactly as training sees them to an .npz file."""
+    """Write ``X_train, y_train, X_test, y_test`` exactly as training sees them to an .npz file,
+    with the rows' keys as ``ids_train`` and ``ids_test`` when the data have them (``npz:path=`` reads it back)."""
+    keys = {}
+    if dataset.keys is not None:
+        keys["ids_train"] = dataset.keys
+    if dataset.test_keys is not None:
+        keys["ids_test"] = dataset.test_keys
+
     def write(tmp):
         with open(tmp, "wb") as handle:
             np.savez(handle, X_train=np.asarray(dataset.X_train, dtype=np.float64),
                      y_train=np.asarray(dataset.y_train, dtype=np.int64),
                      X_test=np.asarray(dataset.X_test, dtype=np.float64),
-                     y_test=np.asarray(dataset.y_test, dtype=np.int64))
+                     y_test=np.asarray(dataset.y_test, dtype=np.int64), **keys)
 
     atomic_write(out, write)
