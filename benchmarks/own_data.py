@@ -90,7 +90,7 @@ def main(argv=None) -> None:
         log(f"wrote {csv.stat().st_size / 2**20:.0f} MiB in {time.perf_counter() - start:.0f} s")
     run_cmd = Runner(work, env, log)
     spec = f"csv:path={csv},target=label,id=user_id"
-    load_before = os.getloadavg()
+    load_before, started = os.getloadavg(), time.strftime("%Y-%m-%dT%H:%M:%S")
     train = run_cmd("train", ["train", "--dataset", spec, "--l2", str(args.l2), "--out", str(work / "run"),
                               "--overwrite", "--json"])
     run = open_run(work / "run")
@@ -104,7 +104,7 @@ def main(argv=None) -> None:
     meta = run.meta
     result = {
         "command": f"python benchmarks/own_data.py --rows {args.rows} --features {args.features}",
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.platform(),
+        "started": started, "machine": platform.platform(),
         "cpus": os.cpu_count(), "threads": args.threads, "load_average_before": load_before,
         "csv": {"rows": args.rows, "features": args.features, "bytes": csv.stat().st_size, "users": args.rows // 10},
         "target_peak_rss_bytes": TARGET_BYTES,
