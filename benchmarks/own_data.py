@@ -20,7 +20,6 @@ from the CSV within 1.5 GiB peak RSS.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys

@@ -1,6 +1,5 @@
 """Predictions on raw rows in the user's labels, against a numpy computation from the saved weights."""
 
-import json
 
 import numpy as np
 import pandas as pd

@@ -374,7 +374,7 @@ def scan(readers: list[tuple[Reader, Callable[[int, int], np.ndarray]]], standar
 
     n_features = readers[0][0].n_features
     moments = RunningMoments(n_features)
-    masks, distinct, key_parts, row_numbers, total = [], set(), [], [], 0
+    masks, distinct, key_parts, total = [], set(), [], 0
     with progress_bar(f"{where}: checking rows", None) as advance:
         for reader, held_out in readers:
             if reader.n_features != n_features:
@@ -392,7 +392,6 @@ def scan(readers: list[tuple[Reader, Callable[[int, int], np.ndarray]]], standar
                 masks.append(test)
                 total += len(chunk.X)
                 advance(len(chunk.X), rows_read=len(chunk.X))
-            row_numbers.append(total)
     if total == 0:
         raise DataError(f"{where}: no data rows")
     test_rows = np.concatenate(masks)
