@@ -73,10 +73,6 @@ class Dataset:
     def n_features(self) -> int:
         return int(self.X_train.shape[1])
 
-    def train_keys(self) -> np.ndarray:
-        """The training rows' keys; their row numbers when the data name none."""
-        return np.arange(self.n_train, dtype=np.int64) if self.keys is None else self.keys
-
     def fingerprint(self) -> str:
         """SHA-256 over the training rows' ids, labels and features (cached)."""
         if not self._fingerprint:

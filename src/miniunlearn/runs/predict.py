@@ -42,10 +42,6 @@ class Predictor:
         model, theta, _ = load_model(model_dir)
         return cls(model, theta, load_preprocessing(model_dir))
 
-    @property
-    def classes(self) -> np.ndarray:
-        return self.preprocessing.labels_array()
-
     def logits_of_features(self, Z: np.ndarray) -> np.ndarray:
         """Logits of rows already preprocessed (the model's own features)."""
         return self.model.logits(self.theta, torch.from_numpy(np.ascontiguousarray(Z, dtype=np.float64))).numpy()
