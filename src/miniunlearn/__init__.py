@@ -8,6 +8,10 @@ The public API mirrors the command line:
 >>> from miniunlearn import load_dataset, train, forget               # doctest: +SKIP
 >>> run = train(load_dataset("digits"), l2=1e-3, out="runs/digits")  # doctest: +SKIP
 >>> result = forget(run, [0, 5, 9], method="mini", out="runs/digits-mini")  # doctest: +SKIP
+
+Your own data: ``Dataset.from_arrays(X, y, ids=...)`` (arrays or DataFrames), the file specs
+``csv:``, ``parquet:``, ``npz:``, ``svmlight:``, and the scikit-learn estimator
+``UnlearningLogisticRegression`` (docs/own-data.md).
 """
 
 from importlib import import_module
@@ -19,6 +23,8 @@ __version__ = "0.1.0"
 # name -> module: imported on first use, so `import miniunlearn` (and `--help`) stays fast
 _LAZY = {
     "load_dataset": "miniunlearn.data",
+    "Dataset": "miniunlearn.data",
+    "UnlearningLogisticRegression": "miniunlearn.estimator",
     "train": "miniunlearn.runs",
     "open_run": "miniunlearn.runs",
     "forget": "miniunlearn.service",

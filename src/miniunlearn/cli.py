@@ -11,12 +11,12 @@ import sys
 
 import click
 
-from miniunlearn.commands import bench, data, evaluate, forget, ledger, methods, train
+from miniunlearn.commands import bench, data, evaluate, forget, ledger, methods, predict, train
 from miniunlearn.commands.output import CONTEXT
 from miniunlearn.core.errors import MiniUnlearnError
 
 # every module defines attach(cli); the order is that of `miniunlearn --help` (click sorts by name anyway)
-COMMAND_MODULES = (data, train, forget, methods, evaluate, ledger, bench)
+COMMAND_MODULES = (data, train, forget, predict, methods, evaluate, ledger, bench)
 
 
 @click.group(context_settings=CONTEXT)
@@ -31,6 +31,12 @@ def cli(no_progress: bool):
       miniunlearn forget runs/digits --ids forget.txt --method mini --out runs/digits-mini
       miniunlearn retrain runs/digits --ids forget.txt --out runs/digits-retrain
     An ids file holds one 0-based training-row index per line.
+
+    \b
+    Your own data (docs/own-data.md):
+      miniunlearn train --dataset csv:path=own.csv,target=label,id=user_id --l2 1e-3 --out runs/own
+      miniunlearn forget runs/own --keys users.txt --out runs/own-mini      # one user id per line
+      miniunlearn predict runs/own-mini --data csv:path=new.csv,id=user_id --out preds.csv
     """
     if no_progress:
         from miniunlearn.core.progress import set_progress
@@ -55,6 +61,10 @@ def main(argv=None) -> None:
     except MiniUnlearnError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except UnicodeError as exc:  # e.g. a path argument that is no valid text in this locale
+        click.echo(f"error: an argument cannot be used as a file name or text ({exc.reason}: "
+                   f"{exc.object[exc.start:exc.end]!a})", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)

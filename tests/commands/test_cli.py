@@ -103,3 +103,67 @@ def test_python_dash_m_and_help():
     done = subprocess.run([sys.executable, "-m", "miniunlearn", "--help"], capture_output=True, text=True, check=True)
     for command in ("train", "forget", "retrain", "data"):
         assert command in done.stdout
+
+
+# ---------------------------------------------------------------------------------------------- own data
+@pytest.fixture(scope="module")
+def user_run(tmp_path_factory):
+    """A CSV run keyed by user, with text labels; and a file of new rows."""
+    import pandas as pd
+
+    root = tmp_path_factory.mktemp("users")
+    rng = np.random.default_rng(5)
+    n = 300
+    frame = pd.DataFrame({"uid": rng.permutation(np.repeat(np.arange(100, 200), 3)), "f1": rng.normal(size=n),
+                          "f2": rng.normal(2, 1, size=n)})
+    frame["kind"] = np.where(frame.f1 - frame.f2 / 2 + rng.logistic(size=n) > -1, "spam", "ham")
+    frame.to_csv(root / "mail.csv", index=False)
+    frame.head(7).drop(columns=["kind"]).to_csv(root / "new.csv", index=False)
+    main(["train", "--dataset", f"csv:path={root / 'mail.csv'},target=kind,id=uid", "--l2", "1e-2",
+          "--out", str(root / "run"), "--json"])
+    return root
+
+
+def test_forget_by_keys_predict_and_the_forgotten_keys_through_the_cli(user_run, tmp_path, capsys):
+    keys = tmp_path / "keys.txt"
+    keys.write_text("101\n 150 \n\n")
+    code, out, err = run_cli(capsys, "forget", user_run / "run", "--keys", keys, "--out", tmp_path / "m", "--json")
+    assert code == 0, err
+    assert json.loads(out)["ledger"]["kind"] == "deletion"
+    code, out, err = run_cli(capsys, "predict", user_run / "run", "--data", f"csv:path={user_run / 'new.csv'},id=uid",
+                             "--out", tmp_path / "p.csv", "--json")
+    payload = json.loads(out)
+    assert code == 0 and "original model" in payload["warning"] and payload["rows"] == 7
+    assert (tmp_path / "p.csv").read_text().splitlines()[0] == "uid,prediction"
+    code, out, _ = run_cli(capsys, "ledger", user_run / "run", "--forgotten-keys", tmp_path / "k.txt", "--json")
+    assert sorted((tmp_path / "k.txt").read_text().split()) == ["101", "150"]
+    assert json.loads(out)["forgotten_keys"] == 2
+
+
+@pytest.mark.parametrize("args, message", [
+    (["forget", "{run}", "--out", "{tmp}/o"], "--ids FILE (row numbers) or --keys FILE"),
+    (["forget", "{run}", "--ids", "{tmp}/k.txt", "--keys", "{tmp}/k.txt", "--out", "{tmp}/o"], "not both"),
+    (["forget", "{run}", "--keys", "{tmp}/k.txt", "--out", "{tmp}/o"], "name no training row: '999', 'x'"),
+    (["retrain", "{run}", "--out", "{tmp}/o"], "has been forgotten yet"),
+    (["predict", "{run}", "--data", "{tmp}/k.txt", "--out", "{tmp}/p.csv"], "unknown dataset"),
+])
+def test_own_data_mistakes_give_one_clear_line(user_run, tmp_path, capsys, args, message):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(user_run / "run", run, ignore=shutil.ignore_patterns("ledger.*"))
+    meta = json.loads((run / "run.json").read_text())
+    meta.pop("ledger", None)
+    (run / "run.json").write_text(json.dumps(meta))
+    (tmp_path / "k.txt").write_text("999\nx\n")
+    code, _, err = run_cli(capsys, *[a.format(run=run, tmp=tmp_path) for a in args])
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "p.csv").exists()
+
+
+def test_help_says_what_the_defaults_mean():
+    for command, phrase in (("retrain", "every row forgotten so far"), ("evaluate", "forgotten so far"),
+                            ("audit", "forgotten so far"), ("forget", "--keys"), ("predict", "--proba")):
+        done = subprocess.run([sys.executable, "-m", "miniunlearn", command, "--help"], capture_output=True,
+                              text=True, check=True)
+        assert phrase in " ".join(done.stdout.split()), (command, phrase)

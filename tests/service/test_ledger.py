@@ -5,6 +5,7 @@ import shutil
 import sqlite3
 import threading
 from numbers import Real
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,14 +87,16 @@ def test_a_request_is_recorded_with_ids_method_result_and_hash(run, tmp_path):
     assert (r.status, r.kind, r.method, r.n_ids, r.n_cumulative) == ("done", "deletion", "retrain", 3, 3)
     assert r.ids().tolist() == [1, 3, 5] and r.ids_sha256 == ids_sha256(np.array([1, 3, 5]))
     assert r.model_sha256 == file_sha256(tmp_path / "o1" / "model.safetensors")
-    assert r.out_dir == str((tmp_path / "o1").resolve())
+    # recorded relative to the run directory, resolved against where the run is now
+    assert r.out_dir == "../o1" and r.out_path == (tmp_path / "o1").resolve()
+    assert r.keys() == ["1", "3", "5"] and r.requested_by == "rows"  # no id column: keys are the row numbers
     assert r.stats["n_forget"] == 3 and r.finished_at >= r.requested_at
     assert result.stats["ledger"]["request"] == r.id
     saved = json.loads((tmp_path / "o1" / "result.json").read_text())
     assert saved["ledger_request"] == r.id and saved["model_sha256"] == r.model_sha256
     with sqlite3.connect(run.path / LEDGER_FILE) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
 
 
 def test_bound_or_certificate_and_options_are_recorded(run, tmp_path, shrink):
@@ -374,3 +377,160 @@ def test_an_edited_request_row_is_reported(run, tmp_path):
     with pytest.raises(RunError, match="does not match its checksum"):
         forget(run, [3], "retrain", out=tmp_path / "b")
     assert _cli("ledger", run.path) == 2
+
+
+# ---------------------------------------------------------------------------------------------- keys
+@pytest.fixture
+def keyed_run(tmp_path, rng):
+    """A CSV run whose rows belong to users (four rows each, some held out for testing)."""
+    import pandas as pd
+
+    from miniunlearn import load_dataset, train
+
+    n = 240
+    frame = pd.DataFrame({"user": [f"user-{i % 60}" for i in range(n)], "x": rng.normal(size=n),
+                          "z": rng.normal(size=n)})
+    frame["y"] = np.where(frame.x + rng.logistic(size=n) > 0, "a", "b")
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    return train(load_dataset(f"csv:path={tmp_path / 'data.csv'},target=y,id=user"), 1e-2, tmp_path / "run")
+
+
+def test_forget_by_key_removes_every_row_of_the_key_and_records_rows_and_keys(keyed_run, tmp_path):
+    run = keyed_run
+    result = forget(run, keys=["user-7", "user-30"], method="retrain", out=tmp_path / "o")
+    keys = run.keys_of(np.arange(run.n_train))
+    rows = [i for i, k in enumerate(keys) if k in ("user-7", "user-30")]
+    assert result.stats["n_forget"] == len(rows) >= 2
+    (r,) = requests(run)
+    assert r.ids().tolist() == rows and r.keys() == [keys[i] for i in rows] and r.requested_by == "keys"
+    with Ledger.open(run) as book:
+        assert book.forgotten_keys() == list(dict.fromkeys(keys[i] for i in rows))  # each once, in row order
+    # the same rows by number are an identical repeat: the request is about rows, however it was named
+    forget(run, rows, "retrain", out=tmp_path / "o")
+    assert [q.kind for q in requests(run)] == ["deletion", "repeat"]
+
+
+def test_retraining_every_row_forgotten_so_far_is_an_alternative_not_a_refusal(run, tmp_path, capsys):
+    from miniunlearn.service.ledger import forgotten_so_far
+
+    forget(run, [1, 2], "mini", out=tmp_path / "a")
+    forget(run, [7], "mini", out=tmp_path / "b")
+    union = forgotten_so_far(run)
+    assert union.tolist() == [1, 2, 7]
+    main(["retrain", str(run.path), "--out", str(tmp_path / "re"), "--json"])
+    assert json.loads(capsys.readouterr().out)["n_forget"] == 3
+    record = requests(run)[-1]
+    assert (record.kind, record.refers_to, record.ids().tolist()) == ("alternative", 2, [1, 2, 7])
+    expected = forget(run, [1, 2, 7], "retrain", ledger=False)  # the same computation without the ledger
+    assert torch.equal(load_model(tmp_path / "re")[1], expected.theta)
+    # evaluate without --ids compares on the same rows
+    main(["evaluate", str(tmp_path / "b"), "--against", str(tmp_path / "re"), "--run", str(run.path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["n_forget"] == 3 and report["models"]["mini"]["relative_residual"] < 0.1
+
+
+# ---------------------------------------------------------------------------------------------- files
+def _as_version_1(path, run_dir):
+    """Rewrite a version-2 ledger as version 1 stored it -- no key columns, absolute output paths,
+    row checksums over the version-1 columns -- with this test's own implementation of that format."""
+    import hashlib
+
+    columns_v1 = ["id", "status", "kind", "refers_to", "requested_at", "finished_at", "method", "options_json",
+                  "n_ids", "ids_sha256", "n_cumulative", "cumulative_sha256", "out_dir", "model_sha256",
+                  "model_bytes", "stats_json", "bound_json", "note", "pid", "host", "ids_blob", "cumulative_blob"]
+    db = sqlite3.connect(path, isolation_level=None)
+    db.row_factory = sqlite3.Row
+    for row in db.execute("SELECT * FROM requests").fetchall():
+        values = dict(row)
+        values["out_dir"] = str((run_dir / values["out_dir"]).resolve())
+        digest = hashlib.sha256()
+        for column in columns_v1:
+            value = values[column]
+            if isinstance(value, bytes):
+                value = {"sha256": hashlib.sha256(value).hexdigest()}
+            digest.update(json.dumps([column, value]).encode() + b"\n")
+        db.execute("UPDATE requests SET out_dir=?, row_sha256=? WHERE id=?", (values["out_dir"], digest.hexdigest(),
+                                                                             values["id"]))
+    for column in ("keys_sha256", "keys_blob", "requested_by"):
+        db.execute(f"ALTER TABLE requests DROP COLUMN {column}")
+    db.execute("UPDATE meta SET value='1' WHERE key='schema_version'")
+    db.execute("DELETE FROM meta WHERE key='keys_encoding'")
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+
+
+def test_a_version_1_ledger_is_read_as_it_is_and_migrated_by_the_next_request(run, tmp_path, capsys):
+    forget(run, [3, 5], "retrain", out=tmp_path / "a")
+    forget(run, [3, 5], "mini", out=tmp_path / "b")
+    _as_version_1(run.path / LEDGER_FILE, run.path)
+    before = (run.path / LEDGER_FILE).read_bytes()
+    main(["ledger", str(run.path), "--verify", "--forgotten-keys", str(tmp_path / "keys.txt"), "--json"])
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["verify"]["ok"] and [r["kind"] for r in listed["requests"]] == ["deletion", "alternative"]
+    assert (tmp_path / "keys.txt").read_text() == "3\n5\n"  # version 1 has no keys: the run's keys of its rows
+    assert (run.path / LEDGER_FILE).read_bytes() == before  # reading changed nothing
+    forget(run, [8], "retrain", out=tmp_path / "c")  # a new request migrates, in one transaction
+    with sqlite3.connect(run.path / LEDGER_FILE) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    first, second, third = requests(run)
+    assert first.keys() == ["3", "5"] and first.out_dir == "../a" and third.ids().tolist() == [8]
+    assert first.model_problem() is None and third.n_cumulative == 3
+
+
+def test_a_run_moved_with_its_outputs_keeps_its_ledger_valid(trained, tmp_path, calls):
+    home = tmp_path / "home"
+    shutil.copytree(trained, home / "run", ignore=shutil.ignore_patterns(LEDGER_FILE, "ledger.*"))
+    forget(open_run(home / "run"), [4, 6], "retrain", out=home / "out")
+    (home / "run" / "ledger.lock").unlink()
+    moved = tmp_path / "elsewhere" / "project"
+    shutil.move(str(home), str(moved))
+    run = open_run(moved / "run")
+    with Ledger.open(run) as book:
+        assert book.verify() == [] and book.requests()[0].out_path == (moved / "out").resolve()
+    again = forget(run, [4, 6], "retrain", out=moved / "out")
+    assert again.stats["ledger"]["kind"] == "repeat" and calls["n"] == 1
+
+
+def test_a_lost_ledger_is_refused_not_restarted(run, tmp_path, capsys):
+    forget(run, [1], "retrain", out=tmp_path / "a")
+    assert json.loads((run.path / "run.json").read_text())["ledger"]["file"] == LEDGER_FILE
+    (run.path / LEDGER_FILE).unlink()
+    with pytest.raises(RunError, match="had a deletion ledger .* is missing"):
+        forget(run, [2], "retrain", out=tmp_path / "b")
+    assert not (run.path / LEDGER_FILE).exists()
+    with pytest.raises(SystemExit) as stop:
+        main(["ledger", str(run.path)])
+    assert stop.value.code == 2 and "is missing" in capsys.readouterr().err
+
+
+def test_verify_works_on_a_run_this_process_cannot_write(run, tmp_path):
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    forget(run, [2, 9], "retrain", out=run.path.parent / "a")
+    # a world-readable copy (pytest's own temporary folders are private to their owner)
+    base = Path(tempfile.mkdtemp(prefix="miniunlearn-read-only-"))
+    try:
+        shutil.copytree(run.path, base / "run", ignore=shutil.ignore_patterns("ledger.lock"))
+        shutil.copytree(run.path.parent / "a", base / "a")
+        before = sorted(p.name for p in (base / "run").iterdir())
+        folders = (base, base / "run", base / "a")
+        for folder in folders:
+            folder.chmod(0o555)
+        command = [sys.executable, "-m", "miniunlearn", "ledger", str(base / "run"), "--verify", "--json"]
+        if os.geteuid() == 0:  # root writes anywhere: read as an unprivileged user instead
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: a read-only directory cannot be simulated")
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        env = {**os.environ, "PYTHONPATH": str(Path(__import__("miniunlearn").__file__).parents[1])}
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["verify"]["ok"]
+        assert sorted(p.name for p in (base / "run").iterdir()) == before  # no lock, no log files
+    finally:
+        for folder in (base, base / "run", base / "a"):
+            if folder.exists():
+                folder.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)

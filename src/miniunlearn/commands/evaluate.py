@@ -130,7 +130,9 @@ def attach(cli) -> None:
     @click.option("--against", "retrained_dir", required=True, type=click.Path(),
                   help="The retrained model's directory (`miniunlearn retrain`), the reference.")
     @click.option("--run", "run_dir", required=True, type=click.Path(), help="The run the models were unlearned from.")
-    @click.option("--ids", "ids_file", required=True, type=click.Path(), help="The forget request: one 0-based row id per line.")
+    @click.option("--ids", "ids_file", type=click.Path(), default=None,
+                  help="The forgotten rows: one 0-based row id per line (default: every row forgotten so far, "
+                       "from the run's deletion ledger).")
     @JSON_OPTION
     def evaluate(model_dirs, retrained_dir, run_dir, ids_file, as_json):
         """Compare unlearned MODEL_DIRS with the retrained model on the same data.
@@ -138,7 +140,8 @@ def attach(cli) -> None:
         Test, retained and forget accuracy and their gaps to the retrained model; ||w - w_R|| and
         the relative residual ||w - w_R|| / ||w_T - w_R|| (w_T: the run's original model); mean
         KL(p_R || p_w) and prediction agreement with the retrained model on test and forgotten rows.
-        The retrained and the original model are shown as reference columns.
+        The retrained and the original model are shown as reference columns. Without --ids the
+        forgotten rows are every row forgotten so far (the run's deletion ledger).
         """
         from miniunlearn.experiments.audit import evaluate as evaluate_request
         from miniunlearn.experiments.audit import load_request
@@ -151,7 +154,9 @@ def attach(cli) -> None:
     @click.option("--against", "retrained_dir", required=True, type=click.Path(),
                   help="The retrained model's directory (`miniunlearn retrain`), the reference.")
     @click.option("--run", "run_dir", required=True, type=click.Path(), help="The run the models were unlearned from.")
-    @click.option("--ids", "ids_file", required=True, type=click.Path(), help="The forget request: one 0-based row id per line.")
+    @click.option("--ids", "ids_file", type=click.Path(), default=None,
+                  help="The forgotten rows: one 0-based row id per line (default: every row forgotten so far, "
+                       "from the run's deletion ledger).")
     @click.option("--shadows", type=int, default=16, show_default=True,
                   help="U-LiRA shadow models (even, >= 4; 0 skips U-LiRA). Each is one training run like the original.")
     @click.option("--shadow-method", default=None,
@@ -183,6 +188,7 @@ def attach(cli) -> None:
         3. U-LiRA with --shadows shadow models unlearned by the method under test: AUC and TPR at
            1 % / 0.1 % FPR, online and offline, log-log ROC plots in --out.
         Every number is shown next to the retrained model's, which is what chance looks like here.
+        Without --ids the forget set is every row forgotten so far (the run's deletion ledger).
         """
         from pathlib import Path
 

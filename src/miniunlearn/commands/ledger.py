@@ -18,9 +18,14 @@ def attach(cli) -> None:
                    "exit 2 when something is wrong.")
 @click.option("--forgotten-ids", "forgotten_out", type=click.Path(dir_okay=False),
               help="Write the ids of every forgotten row to this file (one per line).")
+@click.option("--forgotten-keys", "forgotten_keys_out", type=click.Path(dir_okay=False),
+              help="Write the key of every forgotten row to this file (one per line, each key once).")
 @JSON_OPTION
-def ledger(run_dir, verify, forgotten_out, as_json):
+def ledger(run_dir, verify, forgotten_out, forgotten_keys_out, as_json):
     """List the deletion requests recorded for RUN_DIR (its ledger.sqlite).
+
+    Reading writes nothing and takes no lock, so it works on a read-only copy of a run. A run that
+    had a ledger which is now missing is refused (the record of forgotten rows is lost).
 
     \b
     Statuses: done (model written and recorded), failed (error recorded), started (running, or
@@ -33,31 +38,34 @@ def ledger(run_dir, verify, forgotten_out, as_json):
     from miniunlearn.core.errors import RunError
     from miniunlearn.runs import open_run
     from miniunlearn.service.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
-    from miniunlearn.service.requests import write_ids_file
+    from miniunlearn.service.requests import write_ids_file, write_keys_file
 
     run = open_run(run_dir)
     payload = {"run": str(run.path), "ledger": str(Ledger.path_for(run)), "n_train": run.n_train,
-               "schema_version": SCHEMA_VERSION, "forgotten_rows": 0, "requests": []}
+               "schema_version": SCHEMA_VERSION, "forgotten_rows": 0, "forgotten_keys": 0, "requests": []}
     problems: list[str] = []
+    forgotten, keys = [], []
     if Ledger.exists(run):
         with Ledger.open(run) as book:
             busy = book.busy()
             requests = book.requests()
             forgotten = book.forgotten_ids()
-            payload["forgotten_rows"] = int(forgotten.size)
+            keys = book.forgotten_keys()
+            payload["forgotten_rows"] = int(len(forgotten))
+            payload["forgotten_keys"] = len(keys)
             payload["requests"] = [_describe(r, busy) for r in requests]
             if verify:
                 problems = book.verify()
     else:
-        forgotten = None
         payload["note"] = f"no deletion request recorded ({LEDGER_FILE} does not exist)"
     if verify:
         payload["verify"] = {"ok": not problems, "problems": problems}
     if forgotten_out:
-        import numpy as np
-
-        write_ids_file(forgotten_out, forgotten if forgotten is not None else np.zeros(0, dtype=np.int64))
+        write_ids_file(forgotten_out, forgotten)
         payload["forgotten_ids_file"] = str(forgotten_out)
+    if forgotten_keys_out:
+        write_keys_file(forgotten_keys_out, keys)
+        payload["forgotten_keys_file"] = str(forgotten_keys_out)
     emit(payload, as_json, _human)
     if problems:
         raise RunError(f"ledger check failed: {len(problems)} problem(s), first: {problems[0]}")
@@ -80,20 +88,21 @@ def _human(payload: dict) -> None:
     
     out = console()
     out.print(f"[bold]{payload['ledger']}[/bold]: {len(payload['requests'])} request(s); "
-              f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten")
+              f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten "
+              f"({payload['forgotten_keys']} keys)")
     if payload.get("note"):
         out.print(payload["note"])
     requests = payload["requests"]
     if requests:
         with_bounds = any(r["bound"] for r in requests)
-        table = Table("#", "status", "kind", "requested (UTC)", "method", "rows own/total", "model sha256", "output",
+        table = Table("#", "status", "kind", "requested (UTC)", "method", "by", "rows own/total", "model sha256", "output",
                       *(["bound / certificate"] if with_bounds else []))
         for r in requests:
             options = ", ".join(f"{k}={v}" for k, v in r["options"].items())
             status = r["status"] + ({True: " (running)", False: " (interrupted)"}.get(r.get("running"), ""))
             row = [str(r["id"]), status, r["kind"] + (f" of #{r['refers_to']}" if r["refers_to"] else ""),
                    r["requested_at"][:19].replace("T", " "), r["method"] + (f" ({options})" if options else ""),
-                   f"{r['n_ids']}/{r['n_cumulative']}", (r["model_sha256"] or "-")[:12], r["out_dir"] or "-"]
+                   r["requested_by"], f"{r['n_ids']}/{r['n_cumulative']}", (r["model_sha256"] or "-")[:12], r["out_dir"] or "-"]
             if with_bounds:
                 row.append("; ".join(f"{k} {fmt(v)}" for k, v in (r["bound"] or {}).items()) or "-")
             table.add_row(*row)

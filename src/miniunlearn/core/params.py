@@ -89,17 +89,6 @@ class Options:
 
 
 @dataclass(frozen=True)
-class Boolean:
-    """True or False (not 0 or 1: a flag is no number)."""
-
-    def convert(self, value: Any) -> tuple[bool, Any]:
-        return (True, value) if isinstance(value, bool) else (False, None)
-
-    def __str__(self) -> str:
-        return "True or False"
-
-
-@dataclass(frozen=True)
 class Text:
     """Any non-empty string (a path, a column name)."""
 
@@ -108,6 +97,21 @@ class Text:
 
     def __str__(self) -> str:
         return "a non-empty string"
+
+
+@dataclass(frozen=True)
+class Boolean:
+    """True or False (also numpy booleans and the integers 0 and 1, as the command line gives them)."""
+
+    def convert(self, value: Any) -> tuple[bool, Any]:
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            return True, bool(value)
+        if isinstance(value, numbers.Integral) and value in (0, 1):
+            return True, bool(value)
+        return False, None
+
+    def __str__(self) -> str:
+        return "True or False"
 
 
 @dataclass(frozen=True)

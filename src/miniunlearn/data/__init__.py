@@ -2,28 +2,38 @@
 
 ``load_dataset("NAME[:key=value,...]")`` returns a :class:`Dataset`; ``dataset_names()``
 lists what is registered. Every loader is deterministic: the same spec gives the same
-rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field.
+rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field (a
+:class:`Preprocessing`). A user's own files are the formats ``csv``, ``parquet``, ``npz`` and
+``svmlight`` (:mod:`miniunlearn.data.files`); data in memory is ``Dataset.from_arrays``.
 """
 
 import numpy as np
 
 from miniunlearn.core.storage import atomic_write
-from miniunlearn.data import builtin, idx, tabular  # noqa: F401  (registers the loaders)
+from miniunlearn.data import builtin, files, idx, tabular  # noqa: F401  (registers the loaders)
 from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset
 from miniunlearn.data.fingerprint import fingerprint_arrays
 from miniunlearn.data.idx import read_idx
+from miniunlearn.data.preprocessing import Preprocessing
 
-__all__ = ["Dataset", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
+__all__ = ["Dataset", "Preprocessing", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
            "read_idx", "export_dataset"]
 
 
 def export_dataset(dataset: Dataset, out: str) -> None:
-    """Write ``X_train, y_train, X_test, y_test`` exactly as training sees them to an .npz file."""
+    """Write ``X_train, y_train, X_test, y_test`` exactly as training sees them to an .npz file,
+    with the rows' keys as ``ids_train`` and ``ids_test`` when the data have them (``npz:path=`` reads it back)."""
+    keys = {}
+    if dataset.keys is not None:
+        keys["ids_train"] = dataset.keys
+    if dataset.test_keys is not None:
+        keys["ids_test"] = dataset.test_keys
+
     def write(tmp):
         with open(tmp, "wb") as handle:
             np.savez(handle, X_train=np.asarray(dataset.X_train, dtype=np.float64),
                      y_train=np.asarray(dataset.y_train, dtype=np.int64),
                      X_test=np.asarray(dataset.X_test, dtype=np.float64),
-                     y_test=np.asarray(dataset.y_test, dtype=np.int64))
+                     y_test=np.asarray(dataset.y_test, dtype=np.int64), **keys)
 
     atomic_write(out, write)

@@ -11,15 +11,23 @@ import numpy as np
 from miniunlearn.core.errors import DataError, InputError
 from miniunlearn.core.params import Param, validate_params
 from miniunlearn.core.text import parse_spec
+from miniunlearn.data.preprocessing import Preprocessing
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
     """A train/test split exactly as training sees it.
 
-    Features are preprocessed (see ``preprocessing``) and carry no bias column: the model
-    has its own bias. ``X_train`` is float64 in memory, or a float32 memory map for data
-    larger than RAM; labels are integers ``0..n_classes-1``.
+    Features are preprocessed (see ``preprocessing``, a
+    :class:`~miniunlearn.data.preprocessing.Preprocessing` record that also holds the class
+    labels in the user's own values) and carry no bias column: the model has its own bias.
+    ``X_train`` is float64 in memory, or a float32 memory map for data larger than RAM; labels
+    are class numbers ``0..n_classes-1``.
+
+    ``keys`` are the training rows' keys (:mod:`miniunlearn.data.keys`; ``None``: the row
+    numbers 0..n_train-1), ``test_keys`` the test rows'. ``reloadable`` is True when
+    ``load_dataset(spec)`` gives these rows back (every registered loader); otherwise a run
+    trained on the data stores it (:func:`miniunlearn.runs.train`).
     """
 
     name: str
@@ -29,10 +37,29 @@ class Dataset:
     X_test: np.ndarray
     y_test: np.ndarray
     n_classes: int
-    preprocessing: dict[str, Any]
+    preprocessing: Preprocessing
     source: str
     synthetic: bool = False
+    keys: np.ndarray | None = None
+    test_keys: np.ndarray | None = None
+    reloadable: bool = False
     _fingerprint: list = field(default_factory=list, repr=False)
+
+    @classmethod
+    def from_arrays(cls, X, y, ids=None, X_test=None, y_test=None, *, standardize: bool = True,
+                    feature_names=None, name: str = "arrays") -> "Dataset":
+        """A dataset from in-memory data: numpy arrays or pandas DataFrames / Series.
+
+        ``y`` holds labels of any kind JSON can store (integers, numbers, strings, booleans);
+        they become the run's classes. ``ids`` are the rows' keys (default: row numbers). Without
+        ``X_test`` there are no test rows. Features are standardised on ``X`` when
+        ``standardize``, then rounded to float32 -- the precision a run stores them in -- so
+        the stored data are exactly the data trained on. See :mod:`miniunlearn.data.arrays`.
+        """
+        from miniunlearn.data.arrays import dataset_from_arrays
+
+        return dataset_from_arrays(X, y, ids, X_test, y_test, standardize=standardize,
+                                   feature_names=feature_names, name=name)
 
     @property
     def n_train(self) -> int:
@@ -64,7 +91,7 @@ class Dataset:
             "n_classes": self.n_classes,
             "synthetic": self.synthetic,
             "source": self.source,
-            "preprocessing": self.preprocessing,
+            "preprocessing": self.preprocessing.to_json(),
             "fingerprint": self.fingerprint(),
         }
 
@@ -76,22 +103,25 @@ class DatasetInfo:
     loader: Callable[..., Dataset]
     parameters: dict[str, Param]
     available: Callable[[], tuple[bool, str]]
+    suffixes: tuple[str, ...] = ()  # a file format: its loader reads a user's file (``path=``)
 
 
 _REGISTRY: dict[str, DatasetInfo] = {}
 
 
 def register_dataset(name: str, summary: str, parameters: dict[str, Param] | None = None,
-                     available: Callable[[], tuple[bool, str]] | None = None):
+                     available: Callable[[], tuple[bool, str]] | None = None, suffixes: tuple[str, ...] = ()):
     """Decorator: make ``loader(**options) -> Dataset`` loadable as ``name[:key=value,...]``.
 
     ``parameters`` declare the options (:class:`~miniunlearn.core.params.Param`); values are
-    validated before the loader is called.
+    validated before the loader is called. A file format names its file ``suffixes``: a spec
+    that is just the path of such a file (``own.npz``) means ``name:path=own.npz``, and its
+    loader returns the spec to record (with an absolute path, so a run finds the file from anywhere).
     """
 
     def decorate(loader: Callable[..., Dataset]) -> Callable[..., Dataset]:
         _REGISTRY[name] = DatasetInfo(name, summary, loader, dict(parameters or {}),
-                                      available or (lambda: (True, "built in")))
+                                      available or (lambda: (True, "built in")), tuple(suffixes))
         return loader
 
     return decorate
@@ -103,35 +133,48 @@ def dataset_names() -> list[str]:
 
 def dataset_info(name: str) -> DatasetInfo:
     if name not in _REGISTRY:
-        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}")
+        formats = ", ".join(f"{n}:path=FILE" for n in dataset_names() if _REGISTRY[n].suffixes)
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(dataset_names())}. "
+                        f"Your own data: {formats} (see `miniunlearn data list`)")
     return _REGISTRY[name]
 
 
-def load_dataset(spec: str) -> Dataset:
-    """Load a dataset from its spec, e.g. ``"digits"`` or ``"synthetic:n_samples=5000,n_classes=3"``."""
+def parse_dataset_spec(spec: str) -> tuple[DatasetInfo, dict[str, Any]]:
+    """The loader and validated options of a spec; a bare file path is read by its suffix's format."""
+    if isinstance(spec, str) and ":" not in spec and "=" not in spec:
+        for info in _REGISTRY.values():
+            if info.suffixes and spec.strip().lower().endswith(info.suffixes):
+                spec = f"{info.name}:path={spec.strip()}"
+                break
     try:
         name, options = parse_spec(spec, "dataset spec")
     except InputError as exc:
         raise DataError(f"{exc}; see `miniunlearn data list`") from None
     info = dataset_info(name)
     try:
-        values = validate_params(f"dataset {name!r}", info.parameters, options)
+        return info, validate_params(f"dataset {name!r}", info.parameters, options)
     except InputError as exc:
         raise DataError(str(exc)) from None
+
+
+def load_dataset(spec: str) -> Dataset:
+    """Load a dataset from its spec, e.g. ``"digits"``, ``"synthetic:n_samples=5000,n_classes=3"``,
+    ``"csv:path=own.csv,target=label"`` or just ``"own.npz"``."""
+    info, values = parse_dataset_spec(spec)
     dataset = info.loader(**values)
-    return dataclasses.replace(dataset, spec=spec.strip())
+    recorded = dataset.spec if info.suffixes else spec.strip()
+    return dataclasses.replace(dataset, spec=recorded, reloadable=True)
 
 
-def standardize(X_train: np.ndarray, X_test: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def standardize(X_train: np.ndarray, X_test: np.ndarray, classes, split: str,
+                feature_names=None) -> tuple[np.ndarray, np.ndarray, Preprocessing]:
     """Centre and scale every feature by the training mean and standard deviation.
 
-    Constant features keep scale 1 so they stay finite (and zero after centring).
+    Constant features keep scale 1 so they stay finite (and zero after centring). Returns the
+    transformed arrays and the :class:`Preprocessing` record that reproduces the map.
     """
-    mean = X_train.mean(axis=0)
-    std = X_train.std(axis=0)
-    std[std == 0] = 1.0
-    record = {"features": "standardize (train mean and std; constant features unscaled)"}
-    return (X_train - mean) / std, (X_test - mean) / std, record
+    record = Preprocessing.fit(X_train, classes, True, feature_names, split)
+    return record.transform(X_train), record.transform(X_test), record
 
 
 def stratified_split(X: np.ndarray, y: np.ndarray, test_size: float, seed: int):
@@ -147,9 +190,12 @@ def check_finite(name: str, *arrays: np.ndarray) -> None:
             raise DataError(f"dataset {name!r} holds {bad} NaN or infinite value(s); clean the data first")
 
 
-def as_labels(name: str, y: np.ndarray) -> tuple[np.ndarray, int]:
-    """Map arbitrary labels to 0..C-1 (sorted order) and return them with C."""
-    classes, codes = np.unique(y, return_inverse=True)
+def as_labels(name: str, y: np.ndarray) -> tuple[np.ndarray, list]:
+    """Map labels to class numbers 0..C-1 (sorted order); return them with the labels themselves."""
+    from miniunlearn.data.preprocessing import class_labels
+
+    classes = class_labels(y, f"dataset {name!r}")
     if len(classes) < 2:
         raise DataError(f"dataset {name!r} has a single class; classification needs at least two")
-    return codes.astype(np.int64), int(len(classes))
+    codes = Preprocessing(tuple(classes)).encode(y, f"dataset {name!r}")
+    return codes, classes

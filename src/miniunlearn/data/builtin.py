@@ -13,13 +13,13 @@ from miniunlearn.data.base import Dataset, as_labels, register_dataset, standard
 _SPLIT = {"test_size": 0.25, "seed": 0}
 
 
-def _from_sklearn(name: str, X: np.ndarray, y: np.ndarray, source: str) -> Dataset:
-    y, n_classes = as_labels(name, y)
+def _from_sklearn(name: str, X: np.ndarray, y: np.ndarray, source: str, feature_names=None) -> Dataset:
+    y, classes = as_labels(name, y)
     X_tr, X_te, y_tr, y_te = stratified_split(X.astype(np.float64), y, _SPLIT["test_size"], _SPLIT["seed"])
-    X_tr, X_te, record = standardize(X_tr, X_te)
-    record["split"] = f"stratified, test {_SPLIT['test_size']:.0%}, seed {_SPLIT['seed']}"
+    split = f"stratified, test {_SPLIT['test_size']:.0%}, seed {_SPLIT['seed']}"
+    X_tr, X_te, record = standardize(X_tr, X_te, classes, split, feature_names)
     return Dataset(name, name, np.ascontiguousarray(X_tr), y_tr, np.ascontiguousarray(X_te), y_te,
-                   n_classes, record, source)
+                   len(classes), record, source)
 
 
 @register_dataset("digits", "8x8 handwritten digits, 1797 x 64, 10 classes (inside scikit-learn)")
@@ -27,7 +27,7 @@ def load_digits() -> Dataset:
     from sklearn.datasets import load_digits as sk_load
 
     bunch = sk_load()
-    return _from_sklearn("digits", bunch.data, bunch.target, "sklearn.datasets.load_digits")
+    return _from_sklearn("digits", bunch.data, bunch.target, "sklearn.datasets.load_digits", bunch.feature_names)
 
 
 @register_dataset("breast_cancer", "Wisconsin breast cancer, 569 x 30, binary (inside scikit-learn)")
@@ -35,7 +35,8 @@ def load_breast_cancer() -> Dataset:
     from sklearn.datasets import load_breast_cancer as sk_load
 
     bunch = sk_load()
-    return _from_sklearn("breast_cancer", bunch.data, bunch.target, "sklearn.datasets.load_breast_cancer")
+    return _from_sklearn("breast_cancer", bunch.data, bunch.target, "sklearn.datasets.load_breast_cancer",
+                         bunch.feature_names)
 
 
 def make_synthetic(n_samples: int, n_features: int, n_classes: int, seed: int,
@@ -79,8 +80,7 @@ def load_synthetic(n_samples: int = 5000, n_features: int = 20, n_classes: int =
     if n_test >= len(y):
         raise DataError(f"synthetic: test_size {test_size} leaves no training rows out of {n_samples}")
     X_tr, X_te, y_tr, y_te = X[:-n_test], X[-n_test:], y[:-n_test], y[-n_test:]
-    X_tr, X_te, record = standardize(X_tr, X_te)
-    record["split"] = f"last {n_test} generated rows are the test set"
+    X_tr, X_te, record = standardize(X_tr, X_te, range(int(n_classes)), f"last {n_test} generated rows are the test set")
     return Dataset("synthetic", "synthetic", np.ascontiguousarray(X_tr), y_tr.astype(np.int64),
                    np.ascontiguousarray(X_te), y_te.astype(np.int64), int(n_classes), record,
                    f"seeded synthetic: n_samples={n_samples}, n_features={n_features}, n_classes={n_classes}, "

@@ -15,6 +15,7 @@ import numpy as np
 from miniunlearn.core.errors import DataError
 from miniunlearn.core.params import Param, Text
 from miniunlearn.data.base import Dataset, check_finite, register_dataset
+from miniunlearn.data.preprocessing import Preprocessing
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -69,7 +70,7 @@ def load_idx_folder(folder: str | Path, name: str, hint: str) -> Dataset:
     for split, (images, labels) in arrays.items():
         if images.ndim < 2 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
             raise DataError(f"{name}: {split} images {images.shape} and labels {labels.shape} do not match")
-        out[split] = (images.reshape(images.shape[0], -1).astype(np.float64) / 255.0, labels.astype(np.int64))
+        out[split] = (images.reshape(images.shape[0], -1).astype(np.float64), labels.astype(np.int64))
     (X_tr, y_tr), (X_te, y_te) = out["train"], out["test"]
     if X_tr.shape[1] != X_te.shape[1]:
         raise DataError(f"{name}: train and test images differ in size ({X_tr.shape[1]} vs {X_te.shape[1]} pixels)")
@@ -77,8 +78,11 @@ def load_idx_folder(folder: str | Path, name: str, hint: str) -> Dataset:
     if min(y_tr.min(initial=0), y_te.min(initial=0)) < 0 or len(y_tr) == 0 or len(y_te) == 0:
         raise DataError(f"{name}: labels must be class numbers 0, 1, 2, ... and both splits need rows")
     n_classes = int(max(y_tr.max(), y_te.max())) + 1
-    record = {"features": "pixels / 255 (no centring)", "split": "the files' own train/test split"}
-    return Dataset(name, name, X_tr, y_tr, X_te, y_te, n_classes, record, f"idx files in {folder}")
+    d = X_tr.shape[1]
+    record = Preprocessing.class_numbers(n_classes, mean=np.zeros(d), scale=np.full(d, 255.0),
+                                         description="pixels / 255 (no centring)", split="the files' own train/test split")
+    return Dataset(name, name, record.transform(X_tr), y_tr, record.transform(X_te), y_te, n_classes, record,
+                   f"idx files in {folder}")
 
 
 def _folder_available(folder: str) -> tuple[bool, str]:

@@ -21,6 +21,7 @@ from miniunlearn.core.errors import DataError
 from miniunlearn.core.params import Interval, Param, Text
 from miniunlearn.core.storage import atomic_write_json
 from miniunlearn.data.base import Dataset, as_labels, check_finite, register_dataset, standardize
+from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 
 COVTYPE_HINT = ("Covtype needs the network once (scikit-learn's fetch_covtype caches it under ~/scikit_learn_data) "
                 "or a local copy of the UCI file: pass `covtype:path=covtype.data.gz`.")
@@ -37,13 +38,13 @@ def cache_dir() -> Path:
 
 def _split_covtype(X: np.ndarray, y: np.ndarray, source: str, seed: int = 0) -> Dataset:
     check_finite("covtype", X)
-    y, n_classes = as_labels("covtype", y)
+    y, classes = as_labels("covtype", y)
     order = np.random.default_rng(seed).permutation(len(y))
     n_test = len(y) // 5
     test, train = order[:n_test], order[n_test:]
-    X_tr, X_te, record = standardize(X[train].astype(np.float64), X[test].astype(np.float64))
-    record["split"] = f"seeded permutation (seed {seed}), 20% test"
-    return Dataset("covtype", "covtype", X_tr, y[train], X_te, y[test], n_classes, record, source)
+    X_tr, X_te, record = standardize(X[train].astype(np.float64), X[test].astype(np.float64), classes,
+                                     f"seeded permutation (seed {seed}), 20% test")
+    return Dataset("covtype", "covtype", X_tr, y[train], X_te, y[test], len(classes), record, source)
 
 
 def _covtype_cached() -> tuple[bool, str]:
@@ -91,10 +92,35 @@ def _open_memmaps(folder: Path) -> dict[str, np.ndarray]:
             for name in ("X_train", "y_train", "X_test", "y_test")}
 
 
+def _train_moments(chunks, n_features: int, n_train: int, test_rows: np.ndarray | None, progress: str):
+    """Mean and scale of the training rows of ``chunks()`` (one pass; see RunningMoments)."""
+    from miniunlearn.core.progress import progress_bar
+
+    moments, row = RunningMoments(n_features), 0
+    with progress_bar(f"{progress}: feature statistics", n_train) as advance:
+        for X, _ in chunks():
+            rows = slice(row, row + len(X))
+            train = ~test_rows[rows] if test_rows is not None else np.arange(rows.start, rows.stop) < n_train
+            moments.update(X[train])
+            row = rows.stop
+            advance(int(train.sum()))
+            if test_rows is None and row >= n_train:
+                break
+    return moments.mean_and_scale()
+
+
 def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
                          chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]],
-                         standardize_features: bool, progress: str) -> tuple[Path, dict]:
-    """Fill float32 memory maps from ``chunks()`` (called twice when standardizing) and cache them.
+                         standardize_features: bool, progress: str, *, test_rows: np.ndarray | None = None,
+                         scaler: tuple[np.ndarray, np.ndarray] | None = None,
+                         arrays: dict[str, np.ndarray] | None = None, meta: dict | None = None) -> tuple[Path, dict]:
+    """Fill float32 memory maps from ``chunks()`` -- raw features and class numbers, in row order -- and cache them.
+
+    Test rows are the last ``n_test`` rows, or those flagged in ``test_rows`` (one bool per row).
+    With ``standardize_features`` the features are mapped by the training rows' mean and scale:
+    ``scaler`` when the caller computed them already, else from a first pass over ``chunks()``.
+    ``arrays`` (e.g. row keys) are saved beside the maps and ``meta`` is merged into ``meta.json``,
+    which also records the mean and scale (exact in JSON: floats round-trip).
 
     The folder is complete only once ``meta.json`` exists; it is built under a temporary name
     and renamed, so an interrupted build is simply redone.
@@ -102,60 +128,51 @@ def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
     from miniunlearn.core.progress import progress_bar
 
     folder = cache_dir() / key
-    if (folder / "meta.json").is_file():
-        return folder, json.loads((folder / "meta.json").read_text())
+    if (found := cached_folder(key)) is not None:
+        return found
     tmp = folder.with_name(folder.name + f".building-{os.getpid()}")
     tmp.mkdir(parents=True, exist_ok=True)
     n_train = n_rows - n_test
-    mean = np.zeros(n_features)
-    scale = np.ones(n_features)
+    mean, scale = np.zeros(n_features), np.ones(n_features)
     if standardize_features:
-        total, total_sq, seen = np.zeros(n_features), np.zeros(n_features), 0
-        with progress_bar(f"{progress}: feature statistics", n_train) as advance:
-            for X, _ in chunks():
-                take = X[: max(0, n_train - seen)].astype(np.float64)
-                total += take.sum(axis=0)
-                total_sq += (take ** 2).sum(axis=0)
-                seen += len(take)
-                advance(len(take))
-                if seen >= n_train:
-                    break
-        mean = total / n_train
-        scale = np.sqrt(np.maximum(total_sq / n_train - mean ** 2, 0.0))
-        scale[scale == 0] = 1.0
+        mean, scale = scaler if scaler is not None else _train_moments(chunks, n_features, n_train, test_rows, progress)
     maps = {
         "X_train": np.lib.format.open_memmap(tmp / "X_train.npy", "w+", np.float32, (n_train, n_features)),
         "y_train": np.lib.format.open_memmap(tmp / "y_train.npy", "w+", np.int64, (n_train,)),
         "X_test": np.lib.format.open_memmap(tmp / "X_test.npy", "w+", np.float32, (n_test, n_features)),
         "y_test": np.lib.format.open_memmap(tmp / "y_test.npy", "w+", np.int64, (n_test,)),
     }
-    row = 0
+    row, filled = 0, {"train": 0, "test": 0}
     with progress_bar(f"{progress}: writing float32 memory map", n_rows) as advance:
         for X, y in chunks():
             if not np.isfinite(X).all():
                 raise DataError(f"{progress}: NaN or infinite feature values near row {row}")
             X = ((X - mean) / scale).astype(np.float32)
-            end = row + len(y)
-            tr_end = min(end, n_train)
-            if row < n_train:
-                maps["X_train"][row:tr_end] = X[: tr_end - row]
-                maps["y_train"][row:tr_end] = y[: tr_end - row]
-            if end > n_train:
-                lo = max(row, n_train)
-                maps["X_test"][lo - n_train:end - n_train] = X[lo - row:]
-                maps["y_test"][lo - n_train:end - n_train] = y[lo - row:]
-            row = end
+            test = (test_rows[row:row + len(y)] if test_rows is not None
+                    else np.arange(row, row + len(y)) >= n_train)
+            for part, rows in (("train", ~test), ("test", test)):
+                start, count = filled[part], int(rows.sum())
+                if start + count > maps[f"y_{part}"].shape[0]:
+                    raise DataError(f"{progress}: more rows than the {n_rows} expected")
+                maps[f"X_{part}"][start:start + count] = X[rows]
+                maps[f"y_{part}"][start:start + count] = y[rows]
+                filled[part] += count
+            row += len(y)
             advance(len(y))
     if row != n_rows:
         raise DataError(f"{progress}: expected {n_rows} rows, read {row}")
     for array in maps.values():
         array.flush()
     del maps
-    meta = {"rows": n_rows, "n_test": n_test, "n_features": n_features,
-            "preprocessing": {"features": "standardize (streaming train mean and std), stored as float32"
-                              if standardize_features else "generated already standardized, stored as float32",
-                              "split": f"last {n_test} rows are the test set"}}
-    atomic_write_json(tmp / "meta.json", meta)
+    for name, array in (arrays or {}).items():
+        np.save(tmp / f"{name}.npy", array, allow_pickle=False)
+    split = (f"last {n_test} rows are the test set" if test_rows is None else f"{n_test} seeded random test rows")
+    record = {"rows": n_rows, "n_test": n_test, "n_features": n_features,
+              "preprocessing": {"features": f"{STANDARDIZE}, stored as float32"
+                                if standardize_features else "as given, stored as float32", "split": split},
+              "mean": mean.tolist() if standardize_features else None,
+              "scale": scale.tolist() if standardize_features else None, **(meta or {})}
+    atomic_write_json(tmp / "meta.json", record)
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first
@@ -165,11 +182,27 @@ def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
     return folder, json.loads((folder / "meta.json").read_text())
 
 
+def cached_folder(key: str) -> tuple[Path, dict] | None:
+    """``(folder, meta)`` of a complete cached memory-map folder, or None."""
+    folder = cache_dir() / key
+    if not (folder / "meta.json").is_file():
+        return None
+    return folder, json.loads((folder / "meta.json").read_text())
+
+
+def folder_preprocessing(meta: dict, classes, feature_names=None) -> Preprocessing:
+    """The :class:`Preprocessing` record of a memory-mapped folder's ``meta.json``."""
+    scaled = meta.get("mean") is not None
+    return Preprocessing(tuple(classes), np.asarray(meta["mean"]) if scaled else None,
+                         np.asarray(meta["scale"]) if scaled else None, feature_names,
+                         meta["preprocessing"]["features"], meta["preprocessing"]["split"])
+
+
 def _dataset_from_folder(name: str, spec: str, folder: Path, meta: dict, source: str, synthetic: bool) -> Dataset:
     arrays = _open_memmaps(folder)
-    n_classes = 2
+    classes = (0, 1)
     return Dataset(name, spec, arrays["X_train"], arrays["y_train"], arrays["X_test"], arrays["y_test"],
-                   n_classes, meta["preprocessing"], source, synthetic=synthetic)
+                   len(classes), folder_preprocessing(meta, classes), source, synthetic=synthetic)
 
 
 def _higgs_csv_chunks(path: Path, n_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -206,7 +239,8 @@ def load_higgs(path: str | None = None, n_rows: int = 11_000_000) -> Dataset:
     n_rows = int(n_rows)
     n_test = min(HIGGS_TEST_ROWS, n_rows // 10) if n_rows < 11_000_000 else HIGGS_TEST_ROWS
     stat = file.stat()
-    key = "higgs-" + hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{n_rows}".encode()).hexdigest()[:16]
+    # v2: meta.json records the standardisation's mean and scale (the run's preprocessing record)
+    key = "higgs-" + hashlib.sha256(f"{file.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{n_rows}|v2".encode()).hexdigest()[:16]
     folder, meta = build_memmap_dataset(key, n_rows, n_test, HIGGS_FEATURES,
                                         lambda: _higgs_csv_chunks(file, n_rows), True, "higgs")
     return _dataset_from_folder("higgs", "higgs", folder, meta, f"file {file}", synthetic=False)

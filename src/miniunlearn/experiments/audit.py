@@ -24,7 +24,7 @@ from miniunlearn.evaluation.metrics import evaluate_models
 from miniunlearn.evaluation.mia import population_attacks
 from miniunlearn.experiments.shadows import MIN_SHADOWS, ShadowMethod, check_methods, check_shadow_count, ulira_audit
 from miniunlearn.runs import Run, load_model, open_run
-from miniunlearn.service.ledger import ids_sha256
+from miniunlearn.service.ledger import forgotten_so_far, ids_sha256
 from miniunlearn.service.requests import read_ids_file, validate_forget_ids
 
 __all__ = ["ModelEntry", "load_model_entry", "load_request", "evaluate", "audit"]
@@ -104,9 +104,13 @@ class Request:
 
 
 def load_request(run_dir, ids, model_dirs, retrained_dir) -> Request:
-    """Open the run, read and validate the forget ids (a file path or an array), load every model."""
+    """Open the run, read and validate the forget ids (a file path or an array; None: every row
+    forgotten so far, from the run's deletion ledger), load every model."""
     run = run_dir if isinstance(run_dir, Run) else open_run(run_dir)
-    raw = read_ids_file(ids) if isinstance(ids, (str, Path)) else np.asarray(ids)
+    if ids is None:
+        raw = forgotten_so_far(run)
+    else:
+        raw = read_ids_file(ids) if isinstance(ids, (str, Path)) else np.asarray(ids)
     forget_ids = validate_forget_ids(raw, run.n_train)
     models = _unique_names([load_model_entry(d, run, forget_ids) for d in model_dirs])
     retrained = load_model_entry(retrained_dir, run, forget_ids)

@@ -2,23 +2,35 @@
 
     RUN/
       run.json               config, data fingerprint, timings, metrics  (written last: marks the run complete)
-      model.safetensors      "weight" (C, d) and "bias" (C,), as torch.nn.Linear stores them
+      model.safetensors      "weight" (C, d) and "bias" (C,), as torch.nn.Linear stores them, and the
+                             preprocessing (see below)
       history.safetensors    Mini-Unlearning's minimal history (converged runs)
       deltagrad.safetensors  DeltaGrad's per-iteration history (when asked for)
+      keys.npy, data/        the training rows' keys, and the data of runs trained on data in memory
+                             (see miniunlearn.runs.stored)
+
+Every model file carries the preprocessing that maps raw features to the model's features
+(``feature_mean``, ``feature_scale`` float64 tensors when the features were standardised) and,
+in its metadata, the class labels in the user's values and the feature names
+(:class:`~miniunlearn.data.Preprocessing`), so a model directory -- trained or unlearned --
+predicts on raw rows by itself.
 
 Every file is written atomically; nothing is pickled.
 """
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from miniunlearn.core.errors import DataError, RunError
-from miniunlearn.core.storage import load_tensors, read_json, remove_durably, save_tensors
-from miniunlearn.data import load_dataset
+from miniunlearn.core.storage import atomic_write_json, load_tensors, read_json, remove_durably, save_tensors
+from miniunlearn.data import Preprocessing, load_dataset
+from miniunlearn.data import keys as keys_module
 from miniunlearn.history import DeltaGradHistory, MiniHistory
 from miniunlearn.models.logistic import LogisticRegression
 from miniunlearn.training.trajectory import SGDSchedule
@@ -32,12 +44,42 @@ RESULT_JSON = "result.json"  # marks a complete unlearned-model directory (see m
 
 
 def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Tensor,
-               metadata: dict | None = None) -> Path:
+               metadata: dict | None = None, preprocessing: Preprocessing | None = None) -> Path:
+    """Write ``model.safetensors``: the parameters and (when given) the preprocessing record."""
     path = Path(directory) / MODEL_FILE
     meta = {"format": "miniunlearn-model/1", "kind": model.kind, "n_features": model.n_features,
             "n_classes": model.n_classes, **(metadata or {})}
-    save_tensors(path, model.to_linear(theta), meta)
+    tensors = model.to_linear(theta)
+    if preprocessing is not None:
+        meta["preprocessing"] = preprocessing.metadata()
+        tensors.update(preprocessing.tensors())
+    save_tensors(path, tensors, meta)
     return path
+
+
+def load_preprocessing(path: str | Path) -> Preprocessing:
+    """The preprocessing saved with a model (directory or file); class numbers 0..C-1 and no
+    scaling for models saved before miniunlearn kept it."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_FILE
+    model, _, meta = load_model(path)
+    if "preprocessing" not in meta:
+        return Preprocessing.class_numbers(model.n_classes, description="not recorded (features used as given)")
+    try:
+        record = json.loads(meta["preprocessing"])
+    except json.JSONDecodeError as exc:
+        raise RunError(f"model file {path}: its preprocessing record is not JSON ({exc})") from None
+    names = ["feature_mean", "feature_scale"] if record.get("scaled") else []
+    tensors, _ = load_tensors(path, "model file", names=names) if names else ({}, None)
+    try:
+        found = Preprocessing.from_json(record, tensors, f"model file {path}: preprocessing")
+    except DataError as exc:
+        raise RunError(str(exc)) from None
+    if found.n_classes != model.n_classes or (found.scaled and found.mean.shape[0] != model.n_features):
+        raise RunError(f"model file {path}: its preprocessing does not fit the model's {model.n_classes} classes "
+                       f"and {model.n_features} features")
+    return found
 
 
 def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict]:
@@ -108,11 +150,42 @@ class Run:
         return theta
 
     @cached_property
+    def preprocessing(self) -> Preprocessing:
+        """Raw features -> the model's features, class numbers -> the user's labels (saved with the model)."""
+        return load_preprocessing(self.path)
+
+    @cached_property
     def dataset(self):
-        """The training data, reloaded from the recorded spec and checked against the fingerprint."""
-        dataset = load_dataset(self.meta["dataset"]["spec"])
+        """The training data -- stored in the run, or reloaded from the recorded spec -- checked
+        against the fingerprint."""
+        from miniunlearn.runs.stored import load_stored
+
+        if "stored" in self.meta["dataset"]:
+            keys = None if self.meta["dataset"].get("keys") is None else self.keys()
+            dataset = load_stored(self.path, self.meta, self.preprocessing, keys)
+        else:
+            dataset = load_dataset(self.meta["dataset"]["spec"])
         self.check_dataset(dataset)
         return dataset
+
+    # -- keys ------------------------------------------------------------------------------
+    def keys(self) -> np.ndarray:
+        """The training rows' keys (:mod:`miniunlearn.data.keys`): the data's id column, else row numbers."""
+        return self._keys
+
+    @cached_property
+    def _keys(self) -> np.ndarray:
+        from miniunlearn.runs.stored import load_keys
+
+        return load_keys(self.path, self.meta["dataset"].get("keys"), self.n_train)
+
+    def keys_of(self, rows: np.ndarray) -> list[str]:
+        """The canonical text of the keys of training rows ``rows``."""
+        return keys_module.canonical(self.keys()[np.asarray(rows, dtype=np.int64)])
+
+    def rows_for_keys(self, requested: list[str], source: str = "forget request") -> np.ndarray:
+        """Every training row whose key is requested (an :class:`InputError` names unknown keys)."""
+        return keys_module.rows_with_keys(self.keys(), requested, self.dataset.test_keys, source)
 
     def use_dataset(self, dataset) -> None:
         """Unlearn against ``dataset`` (already in memory) instead of reloading the recorded spec;
@@ -172,6 +245,16 @@ def _original_run(result_dir: Path) -> str:
 
 def open_run(path: str | Path) -> Run:
     return Run(path)
+
+
+def update_run_meta(path: str | Path, **fields) -> dict:
+    """Add or replace top-level fields of a run's ``run.json`` (atomically); returns the new record."""
+    target = Path(path) / RUN_JSON
+    meta = read_json(target, "run.json")
+    check_run_meta(meta, target)
+    meta.update(fields)
+    atomic_write_json(target, meta)
+    return meta
 
 
 def check_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:

@@ -11,6 +11,7 @@ from miniunlearn.core.errors import InputError
 from miniunlearn.core.measure import measure
 from miniunlearn.core.progress import progress_bar
 from miniunlearn.core.storage import atomic_write_json
+from miniunlearn.data.arrays import float32_exact
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.history import DeltaGradHistory, build_mini_history, choose_profile
 from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET
@@ -25,11 +26,31 @@ from miniunlearn.runs.run import (
     prepare_output_dir,
     save_model,
 )
+from miniunlearn.runs.stored import store_data, store_keys
 from miniunlearn.solvers.newton import DEFAULT_MAX_ITER, DEFAULT_TOL
 from miniunlearn.training import SGDSchedule, TrainConfig, fit
 from miniunlearn.training.config import DEFAULT_CHUNK_ROWS
 
 CURVATURE_DTYPES = ("float64", "float32")
+
+
+def float32_training_data(dataset):
+    """``dataset`` with its features rounded to float32 (the precision a run stores data in)."""
+    import dataclasses
+
+    import numpy as np
+
+    rounded = {part: float32_exact(getattr(dataset, part)) for part in ("X_train", "X_test")}
+    if all(np.array_equal(rounded[part], getattr(dataset, part)) for part in rounded):
+        return dataset
+    return dataclasses.replace(dataset, **rounded, _fingerprint=[])
+
+
+def _row_keys(dataset):
+    """The keys to store: the dataset's, unless they do not match its rows (a dataset whose rows
+    were replaced, e.g. a shadow model's, keeps its source's keys) -- then row numbers."""
+    keys = dataset.keys
+    return keys if keys is not None and len(keys) == dataset.n_train else None
 
 
 def _now() -> str:
@@ -49,7 +70,15 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     schedule and, with ``deltagrad_history``, records every iterate for DeltaGrad. Nothing is
     written unless training succeeds (an unconverged solve raises
     :class:`~miniunlearn.core.errors.ConvergenceError`). Returns the opened :class:`Run`.
+
+    The run keeps the data's preprocessing (with the model), the training rows' keys and -- for
+    data no spec can reload (``Dataset.from_arrays``, DataFrames) -- the data itself, as float32
+    (:mod:`miniunlearn.runs.stored`); such data are trained on in their float32 values.
+
+    ``penalize_intercept=False`` leaves the biases out of the L2 penalty (converged mode only).
     """
+    if not dataset.reloadable:
+        dataset = float32_training_data(dataset)
     config = TrainConfig(l2, mode, tol, max_iter, sgd_schedule or SGDSchedule(), chunk_rows, penalize_intercept)
     if curvature_dtype not in CURVATURE_DTYPES:
         raise InputError(f"curvature dtype must be one of {', '.join(CURVATURE_DTYPES)}, got {curvature_dtype!r}")
@@ -86,7 +115,11 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     out = prepare_output_dir(out, RUN_JSON, overwrite)
     for entry in history_meta.values():
         entry["bytes"] = history.save(out / entry["file"])
-    save_model(out, model, theta, {"source": "train"})
+    save_model(out, model, theta, {"source": "train"}, dataset.preprocessing)
+    described = dataset.describe()
+    described["keys"] = store_keys(out, _row_keys(dataset))
+    if not dataset.reloadable:
+        described["stored"] = store_data(out, dataset)
     metrics = {
         "train_accuracy": accuracy(model, theta, dataset.X_train, dataset.y_train),
         "test_accuracy": accuracy(model, theta, dataset.X_test, dataset.y_test),
@@ -95,7 +128,7 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
         "format": RUN_FORMAT,
         "created": _now(),
         "model": model.describe(),
-        "dataset": dataset.describe(),
+        "dataset": described,
         "config": config.as_dict(),
         "training": training,
         "metrics": metrics,

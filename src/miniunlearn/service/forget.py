@@ -23,19 +23,20 @@ from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
 from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
-from miniunlearn.service.requests import validate_forget_ids
+from miniunlearn.service.requests import request_rows, validate_forget_ids
 
 __all__ = ["forget", "LedgerWarning"]
 
 
-def forget(run, forget_ids, method: str = "mini", out: str | Path | None = None, workers: int = 1,
+def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = None, workers: int = 1,
            overwrite: bool = False, progress=None, already_forgotten: np.ndarray | None = None,
-           ledger: bool | str = "auto", **options) -> UnlearnResult:
-    """Remove the training rows ``forget_ids`` from ``run``'s model with ``method``.
+           ledger: bool | str = "auto", keys=None, **options) -> UnlearnResult:
+    """Remove the training rows ``forget_ids`` -- or every row whose key is in ``keys`` -- from
+    ``run``'s model with ``method``.
 
     ``run`` is a :class:`~miniunlearn.runs.Run` or a run directory. Bad requests (empty, out of
-    range, duplicated, every row, already forgotten) raise :class:`~miniunlearn.core.errors.InputError`
-    before anything is computed or written.
+    range, duplicated, every row, already forgotten, unknown keys) raise
+    :class:`~miniunlearn.core.errors.InputError` before anything is computed or written.
 
     Deletion ledger (:mod:`miniunlearn.service.ledger`): with ``ledger="auto"`` (the default) every
     request that writes a model (``out`` given) is recorded in ``RUN/ledger.sqlite``; rows
@@ -56,7 +57,8 @@ def forget(run, forget_ids, method: str = "mini", out: str | Path | None = None,
         run = Run(run)
     if int(workers) < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    ids = validate_forget_ids(np.asarray(forget_ids), run.n_train)
+    rows, requested_by = request_rows(run, forget_ids, keys)
+    ids = validate_forget_ids(rows, run.n_train)
     algorithm = make_method(method, **options)
     algorithm.check_run(run)
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
@@ -64,8 +66,9 @@ def forget(run, forget_ids, method: str = "mini", out: str | Path | None = None,
             return _follow_writer(run, algorithm, method, workers, progress)
         with distributed.leading():
             return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                                ledger)
-    return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger)
+                                ledger, requested_by)
+    return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
+                        requested_by)
 
 
 def _follow_writer(run, algorithm, method: str, workers: int, progress) -> UnlearnResult | None:
@@ -82,11 +85,11 @@ def _follow_writer(run, algorithm, method: str, workers: int, progress) -> Unlea
 
 
 def _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                 ledger) -> UnlearnResult:
+                 ledger, requested_by="rows") -> UnlearnResult:
     """:func:`forget` after validation, in the process that writes (the only one, or rank 0)."""
 
     if _records_to_ledger(ledger, out, already_forgotten):
-        return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress)
+        return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress, requested_by)
 
     previous = _previous_rows(already_forgotten, run.n_train)
     ids = validate_forget_ids(ids, run.n_train, previous)
@@ -174,7 +177,8 @@ def _compute(run, algorithm, method: str, ids: np.ndarray, cumulative: np.ndarra
 def _save_model(run, out: Path, result: UnlearnResult) -> str:
     """Write ``out/model.safetensors`` atomically; return its SHA-256."""
 
-    return file_sha256(save_model(out, run.model, result.theta, {"source": f"forget:{result.method}"}))
+    return file_sha256(save_model(out, run.model, result.theta, {"source": f"forget:{result.method}"},
+                                  run.preprocessing))
 
 
 def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, model_sha256: str,
@@ -188,7 +192,7 @@ def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, m
 
 
 def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, overwrite: bool,
-                     progress) -> UnlearnResult:
+                     progress, requested_by: str = "rows") -> UnlearnResult:
     """:func:`forget` with the deletion ledger (see :mod:`miniunlearn.service.ledger` for the semantics)."""
 
 
@@ -198,7 +202,7 @@ def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, 
     _ = run.dataset  # load and fingerprint-check the data before anything is created or recorded
     with request_lock(run), Ledger.open(run, create=True) as book:
         book.abandon_stale()
-        plan = book.plan(ids, method, options_json)
+        plan = book.plan(ids, method, options_json, requested_by)
         if plan.kind == "repeat":
             return _repeat(run, book, plan, method, options_json, out, overwrite)
         if plan.cumulative.size >= run.n_train:
@@ -256,7 +260,7 @@ def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrit
 
 
     start, source = time.perf_counter(), plan.refers_to
-    same_out = _same_dir(out, source.out_dir)
+    same_out = _same_dir(out, source.out_path)
     if not same_out:  # (a directory of an identical earlier request may be refreshed in place)
         out = _prepare_out(run, out, overwrite or plan.is_same_request_dir(out))
         atomic_copy(source.model_path, out / MODEL_FILE, expected_sha256=source.model_sha256)

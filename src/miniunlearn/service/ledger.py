@@ -6,9 +6,14 @@ records every request that writes a model; ``miniunlearn ledger RUN`` lists them
 
 What a request records
     its own row ids (sorted, delta-encoded int64, zlib-compressed) with their count and SHA-256;
-    the cumulative set of rows the resulting model has forgotten (same encoding); the method and
-    its options (canonical JSON); when it was asked and finished; the output directory, the model
-    file's SHA-256 and size; the method's statistics and any bound or certificate it reports.
+    the keys of those rows, one per row in the same order (their canonical text joined by line
+    breaks, zlib-compressed, with a SHA-256), and whether the request named rows or keys; the
+    cumulative set of rows the resulting model has forgotten (same encoding as the ids); the
+    method and its options (canonical JSON); when it was asked and finished; the output directory
+    (relative to the run directory, so a run moved together with its outputs keeps its ledger
+    valid), the model file's SHA-256 and size; the method's statistics and any bound or
+    certificate it reports. Keys are recorded so that a later renumbering of the rows (a run
+    retrained on its retained rows) can map every forgotten key to the new rows.
 
 Semantics
     * **New deletion** -- rows none of which are forgotten yet. Every method computes from the
@@ -39,6 +44,22 @@ Crash safety
     (:func:`request_lock`), which the kernel releases when a process dies, so a ``started``
     entry seen while holding the lock is certainly stale.
 
+Schema versions
+    Version 2 added the keys and ``requested_by`` columns and stores output directories relative
+    to the run. A version-1 ledger is read as it is (its keys are the run's keys of its rows) and
+    migrated in one transaction the next time a request is recorded: every row's version-1
+    checksum is verified, keys are filled in, paths made relative and checksums recomputed.
+
+Reading without writing
+    Listing and ``--verify`` take no lock and write nothing. In a directory this process cannot
+    write (a read-only copy, an archive), SQLite is opened read-only: ``mode=ro`` when a write-ahead
+    log is present, else ``immutable=1`` (no log means the file holds every committed request).
+
+A lost ledger is noticed
+    Creating the ledger records it in ``run.json`` (``"ledger"``). A run that records a ledger
+    but has no ``ledger.sqlite`` is refused -- by requests and by listing -- instead of starting
+    an empty ledger that would let forgotten rows count as present again.
+
 Integrity
     SQLite's ``integrity_check`` runs on every open; each request row carries a SHA-256 over all its
     columns (``row_sha256``) and each id set its own SHA-256, so a damaged or hand-edited record is
@@ -65,13 +86,15 @@ from typing import Iterator
 import numpy as np
 
 from miniunlearn.core.errors import InputError, RunError
-from miniunlearn.core.storage import WriteError, atomic_path, canonical_json, file_sha256, to_json
-from miniunlearn.runs.run import MODEL_FILE
+from miniunlearn.core.storage import WriteError, atomic_path, canonical_json, file_sha256, read_json, to_json
+from miniunlearn.runs.run import MODEL_FILE, RUN_JSON, update_run_meta
 
 LEDGER_FILE = "ledger.sqlite"
 LOCK_FILE = "ledger.lock"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 IDS_ENCODING = "delta-int64le-zlib"
+KEYS_ENCODING = "utf8-lines-zlib"
+REQUESTED_BY = ("rows", "keys")
 STATUSES = ("started", "done", "failed", "abandoned")
 KINDS = ("deletion", "alternative", "repeat", "recompute")
 # kinds whose rows join the forgotten set; alternatives, repeats and recomputations forget nothing new
@@ -105,9 +128,13 @@ CREATE TABLE requests (
     note              TEXT,
     pid               INTEGER,
     host              TEXT,
-    row_sha256        TEXT NOT NULL
+    row_sha256        TEXT NOT NULL,
+    keys_sha256       TEXT,
+    keys_blob         BLOB,
+    requested_by      TEXT
 );
 """
+_V2_COLUMNS_SQL = ("keys_sha256 TEXT", "keys_blob BLOB", "requested_by TEXT")
 
 
 # ---------------------------------------------------------------------------------------------- ids
@@ -135,6 +162,27 @@ def decode_ids(blob: bytes, count: int, digest: str, what: str) -> np.ndarray:
     if ids_sha256(ids) != digest:
         raise RunError(f"{what} is corrupted: its row ids do not match their recorded SHA-256")
     return ids
+
+
+def encode_keys(keys: list[str]) -> bytes:
+    """Canonical key texts -> zlib(UTF-8 lines) (keys hold no line breaks: miniunlearn.data.keys)."""
+    return zlib.compress("\n".join(keys).encode("utf-8"), 6)
+
+
+def keys_sha256(keys: list[str]) -> str:
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
+def decode_keys(blob: bytes, count: int, digest: str, what: str) -> list[str]:
+    """Inverse of :func:`encode_keys`, checked against the recorded count and SHA-256."""
+    try:
+        text = zlib.decompress(blob).decode("utf-8")
+    except (zlib.error, TypeError, UnicodeDecodeError) as exc:
+        raise RunError(f"{what} is corrupted: its keys cannot be decoded ({exc})") from None
+    keys = text.split("\n") if count else []
+    if len(keys) != count or keys_sha256(keys) != digest:
+        raise RunError(f"{what} is corrupted: its keys do not match their recorded count and SHA-256")
+    return keys
 
 
 def canonical_options(options: dict) -> str:
@@ -174,6 +222,10 @@ class Request:
     ids_blob: bytes = field(repr=False, default=b"")
     cumulative_blob: bytes = field(repr=False, default=b"")
     row_sha256: str = ""
+    keys_sha256: str | None = None
+    keys_blob: bytes | None = field(repr=False, default=None)
+    requested_by: str | None = None
+    base: Path | None = field(repr=False, default=None, compare=False)  # the run directory (not a column)
 
     @property
     def options(self) -> dict:
@@ -194,9 +246,23 @@ class Request:
         return decode_ids(self.cumulative_blob, self.n_cumulative, self.cumulative_sha256,
                           f"ledger request #{self.id} (cumulative set)")
 
+    def keys(self) -> list[str] | None:
+        """The keys of :meth:`ids`, one per row (None for a version-1 record, which has none)."""
+        if self.keys_blob is None:
+            return None
+        return decode_keys(self.keys_blob, self.n_ids, self.keys_sha256, f"ledger request #{self.id}")
+
+    @property
+    def out_path(self) -> Path | None:
+        """The output directory: recorded relative to the run directory (absolute in version 1)."""
+        if self.out_dir is None:
+            return None
+        path = Path(self.out_dir)
+        return path if path.is_absolute() or self.base is None else Path(os.path.normpath(self.base / path))
+
     @property
     def model_path(self) -> Path | None:
-        return None if self.out_dir is None else Path(self.out_dir) / MODEL_FILE
+        return None if self.out_path is None else self.out_path / MODEL_FILE
 
     def model_problem(self) -> str | None:
         """``None`` when the recorded model exists with the recorded SHA-256, else what is wrong."""
@@ -221,12 +287,14 @@ class Request:
             "requested_at": self.requested_at, "finished_at": self.finished_at, "method": self.method,
             "options": self.options, "n_ids": self.n_ids, "ids_sha256": self.ids_sha256,
             "n_cumulative": self.n_cumulative, "cumulative_sha256": self.cumulative_sha256,
-            "out_dir": self.out_dir, "model_sha256": self.model_sha256, "model_bytes": self.model_bytes,
-            "bound": self.bound, "note": self.note, "pid": self.pid, "host": self.host,
+            "out_dir": None if self.out_path is None else str(self.out_path), "model_sha256": self.model_sha256,
+            "model_bytes": self.model_bytes, "bound": self.bound, "note": self.note, "pid": self.pid,
+            "host": self.host, "requested_by": self.requested_by or "rows",
         }
 
 
-_COLUMNS = [f for f in Request.__dataclass_fields__]
+_COLUMNS = [f for f in Request.__dataclass_fields__ if f != "base"]
+_COLUMNS_V1 = _COLUMNS[:_COLUMNS.index("row_sha256") + 1]  # version 2 appended keys_sha256, keys_blob, requested_by
 
 
 @dataclass
@@ -240,6 +308,7 @@ class Plan:
     refers_to: Request | None = None
     note: str | None = None         # why a recomputation happens
     same_request_dirs: list[str] = field(default_factory=list)  # output dirs of identical earlier requests
+    requested_by: str = "rows"      # the request named rows or keys
 
     def is_same_request_dir(self, out) -> bool:
         """True when ``out`` holds (or held) this very request's result, so refreshing it is safe."""
@@ -257,10 +326,12 @@ def bounds_from_stats(stats: dict) -> dict | None:
 class Ledger:
     """The ledger of one run. Use :meth:`open`; every method maps SQLite errors to :class:`RunError`."""
 
-    def __init__(self, run, connection: sqlite3.Connection, path: Path):
+    def __init__(self, run, connection: sqlite3.Connection, path: Path, writer: bool = False):
         self.run = run
         self.path = path
+        self.writer = writer
         self._db = connection
+        self._columns = _COLUMNS
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -269,21 +340,27 @@ class Ledger:
 
     @classmethod
     def exists(cls, run) -> bool:
-        return cls.path_for(run).is_file()
+        """True when the run has a ledger; a run whose ``run.json`` records one that is gone is refused."""
+        if cls.path_for(run).is_file():
+            return True
+        _refuse_lost(run, cls.path_for(run))
+        return False
 
     @classmethod
     def open(cls, run, create: bool = False) -> "Ledger":
         """Open ``run``'s ledger, checking its integrity and that it belongs to this run.
 
-        With ``create`` a missing ledger is created -- atomically (built in a temporary file and
-        renamed), so ``ledger.sqlite`` either does not exist or holds the full schema; an empty
-        or schema-less file is therefore always damage, never a half-made ledger. Create only
-        while holding :func:`request_lock`.
+        With ``create`` the ledger is opened for recording requests (call only while holding
+        :func:`request_lock`): a missing ledger is created -- atomically (built in a temporary file
+        and renamed), so ``ledger.sqlite`` either does not exist or holds the full schema; an empty
+        or schema-less file is therefore always damage, never a half-made ledger -- and a
+        version-1 ledger is migrated. Without ``create`` it is opened to read, writing nothing.
         """
         path = cls.path_for(run)
         if not path.is_file():
             if path.exists():
                 raise RunError(f"ledger {path} is not a file")
+            _refuse_lost(run, path)
             if not create:
                 raise RunError(f"run {run.path} has no ledger ({LEDGER_FILE}): no deletion request was recorded")
             _create_ledger_file(run, path)
@@ -291,11 +368,13 @@ class Ledger:
             raise RunError(f"ledger {path} is empty (truncated?); the record of forgotten rows is lost. Restore it "
                            "from a backup; models already written are unaffected")
         with _sqlite_errors(path, "open"):
-            db = sqlite3.connect(str(path), timeout=60, isolation_level=None)
-        ledger = cls(run, db, path)
+            db = _connect(path, writer=create)
+        ledger = cls(run, db, path, writer=create)
         try:
             with _sqlite_errors(path, "open"):
                 ledger._prepare()
+            if create:
+                _record_in_run(run)
         except BaseException:
             db.close()
             raise
@@ -313,13 +392,44 @@ class Ledger:
         if version > SCHEMA_VERSION:
             raise RunError(f"ledger {self.path} has schema version {version}, newer than this miniunlearn "
                            f"understands ({SCHEMA_VERSION}); upgrade miniunlearn")
-        if version != SCHEMA_VERSION or not {"meta", "requests"} <= tables:
+        if version not in (1, SCHEMA_VERSION) or not {"meta", "requests"} <= tables:
             raise RunError(f"{self.path} is not a miniunlearn deletion ledger (schema version {version}, "
                            f"tables {sorted(tables) or 'none'}); restore it from a backup")
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.execute("PRAGMA foreign_keys=ON")
+        self._columns = _COLUMNS_V1 if version == 1 else _COLUMNS
+        if self.writer:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA foreign_keys=ON")
         self._check_identity()
+        if self.writer and version == 1:
+            self._migrate_from_v1()
+
+    def _migrate_from_v1(self) -> None:
+        """Version 1 -> 2 in one transaction: verify every row, add keys, relative paths, new checksums."""
+        rows = self.requests()  # every version-1 checksum is verified here
+        with self._transaction():
+            for column in _V2_COLUMNS_SQL:
+                self._db.execute(f"ALTER TABLE requests ADD COLUMN {column}")
+            self._columns = _COLUMNS
+            for request in rows:
+                keys = self.run.keys_of(request.ids())
+                values = {c: getattr(request, c) for c in _COLUMNS if c != "row_sha256"}
+                values.update(keys_sha256=keys_sha256(keys), keys_blob=encode_keys(keys), requested_by="rows",
+                              out_dir=self._relative(request.out_path))
+                changes = {k: values[k] for k in ("keys_sha256", "keys_blob", "requested_by", "out_dir")}
+                sets = ", ".join(f"{c}=?" for c in changes)
+                self._db.execute(f"UPDATE requests SET {sets}, row_sha256=? WHERE id=?",
+                                 (*changes.values(), _row_digest(values, _COLUMNS), request.id))
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [("schema_version", str(SCHEMA_VERSION)), ("keys_encoding", KEYS_ENCODING),
+                                  ("migrated_from_v1", _now())])
+            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _relative(self, out_dir: Path | None) -> str | None:
+        """``out_dir`` relative to the run directory (how version 2 records it)."""
+        if out_dir is None:
+            return None
+        return os.path.relpath(Path(out_dir).resolve(), Path(self.run.path).resolve())
 
     def meta(self) -> dict:
         with _sqlite_errors(self.path, "read"):
@@ -385,7 +495,7 @@ class Ledger:
 
     # -- reading ----------------------------------------------------------------------------------
     def requests(self, status: str | None = None) -> list[Request]:
-        query = f"SELECT {', '.join(_COLUMNS)} FROM requests"
+        query = f"SELECT {', '.join(self._columns)} FROM requests"
         args: tuple = ()
         if status is not None:
             query += " WHERE status = ?"
@@ -396,16 +506,16 @@ class Ledger:
 
     def request(self, request_id: int) -> Request:
         with _sqlite_errors(self.path, "read"):
-            row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM requests WHERE id = ?",
+            row = self._db.execute(f"SELECT {', '.join(self._columns)} FROM requests WHERE id = ?",
                                    (int(request_id),)).fetchone()
         if row is None:
             raise InputError(f"ledger {self.path} has no request #{request_id}")
         return self._request(row)
 
     def _request(self, row) -> Request:
-        values = dict(zip(_COLUMNS, row))
-        request = Request(**values)
-        if _row_digest(values) != request.row_sha256:
+        values = dict(zip(self._columns, row))
+        request = Request(**values, base=Path(self.run.path).resolve())
+        if _row_digest(values, self._columns) != request.row_sha256:
             raise RunError(f"ledger {self.path} is corrupted: request #{request.id}'s record does not match its "
                            "checksum (the file was damaged or edited); restore it from a backup")
         if request.status not in STATUSES or request.kind not in KINDS:
@@ -421,20 +531,46 @@ class Ledger:
         """Every row forgotten by a completed deletion request (sorted)."""
         return self.forgotten_ids_from(self.requests("done"))
 
+    def forgotten_keys(self) -> list[str]:
+        """The keys of every forgotten row, each once, in the order of the rows that hold them.
+
+        A key appears when at least one of its rows is forgotten (the rows themselves are what
+        the ledger counts: ``forgotten_ids``).
+        """
+        rows, keys = [], []
+        for request in self.requests("done"):
+            if request.kind in FORGETTING_KINDS:
+                ids = request.ids()
+                recorded = request.keys()
+                rows.append(ids)
+                keys += recorded if recorded is not None else self.run.keys_of(ids)
+        if not rows:
+            return []
+        order = np.argsort(np.concatenate(rows), kind="stable")
+        return list(dict.fromkeys(keys[i] for i in order))
+
     # -- planning -----------------------------------------------------------------------------------
-    def plan(self, ids: np.ndarray, method: str, options_json: str) -> Plan:
+    def plan(self, ids: np.ndarray, method: str, options_json: str, requested_by: str = "rows") -> Plan:
         """Decide what a request for ``ids`` with ``method``/options does (see the module docstring).
 
+        A request naming exactly every row forgotten so far (e.g. ``retrain RUN`` without ids) is an
+        alternative computation of the current state, even when several requests forgot those rows.
         Call while holding :func:`request_lock`. Raises :class:`InputError` when the request names rows
         already forgotten and is neither an identical repeat nor an alternative computation.
         """
-        ids = np.asarray(ids, dtype=np.int64)
+        if requested_by not in REQUESTED_BY:
+            raise ValueError(f"requested_by must be one of {REQUESTED_BY}")
+        plan = self._plan(np.asarray(ids, dtype=np.int64), method, options_json)
+        plan.requested_by = requested_by
+        return plan
+
+    def _plan(self, ids: np.ndarray, method: str, options_json: str) -> Plan:
         digest = ids_sha256(ids)
         done = self.requests("done")
         forgotten = self.forgotten_ids_from(done)
         same_rows = [r for r in done if r.ids_sha256 == digest and r.n_ids == len(ids)]
         identical = [r for r in same_rows if r.method == method and r.options_json == options_json]
-        dirs = [r.out_dir for r in identical if r.out_dir]
+        dirs = [str(r.out_path) for r in identical if r.out_dir]
         # serve from the request that computed the model if its file is intact, else from a verified copy
         by_preference = sorted(identical, key=lambda r: (r.kind == "repeat", -r.id))
         for candidate in by_preference:
@@ -446,6 +582,9 @@ class Ledger:
                         note=f"{latest.model_problem()}; recomputed from the original run", same_request_dirs=dirs)
         if same_rows:
             return Plan("alternative", ids, same_rows[-1].cumulative_ids(), len(forgotten), same_rows[-1])
+        if forgotten.size and np.array_equal(ids, forgotten):
+            latest = [r for r in done if r.kind in FORGETTING_KINDS][-1]
+            return Plan("alternative", ids, forgotten, len(forgotten), latest)
         again = np.intersect1d(ids, forgotten, assume_unique=True)
         if again.size:
             raise InputError(self._already_forgotten_message(ids, again, done, forgotten))
@@ -510,27 +649,29 @@ class Ledger:
                                   f"({', '.join('?' * len(values))})", list(values.values()))
         request_id = int(cursor.lastrowid)
         self._db.execute("UPDATE requests SET row_sha256=? WHERE id=?",
-                         (_row_digest({**values, "id": request_id}), request_id))
+                         (_row_digest({**values, "id": request_id}, self._columns), request_id))
         return request_id
 
     def _update(self, request_id: int, expected_status: str, **changes) -> None:
         current = self.request(request_id)  # (checks the row's checksum)
         if current.status != expected_status:
             raise RunError(f"ledger {self.path}: request #{request_id} is {current.status!r}, not {expected_status!r}")
-        values = {**{c: getattr(current, c) for c in _COLUMNS if c != "row_sha256"}, **changes}
+        values = {**{c: getattr(current, c) for c in self._columns if c != "row_sha256"}, **changes}
         sets = ", ".join(f"{c}=?" for c in changes)
         self._db.execute(f"UPDATE requests SET {sets}, row_sha256=? WHERE id=? AND status=?",
-                         (*changes.values(), _row_digest(values), request_id, expected_status))
+                         (*changes.values(), _row_digest(values, self._columns), request_id, expected_status))
 
     def _new_row(self, plan: Plan, method: str, options_json: str, out_dir: Path, status: str) -> dict:
+        keys = self.run.keys_of(plan.ids)
         return {
             "status": status, "kind": plan.kind, "refers_to": None if plan.refers_to is None else plan.refers_to.id,
             "requested_at": _now(), "finished_at": None, "method": method, "options_json": options_json,
             "n_ids": int(len(plan.ids)), "ids_sha256": ids_sha256(plan.ids), "ids_blob": encode_ids(plan.ids),
             "n_cumulative": int(len(plan.cumulative)), "cumulative_sha256": ids_sha256(plan.cumulative),
-            "cumulative_blob": encode_ids(plan.cumulative), "out_dir": str(Path(out_dir).resolve()),
+            "cumulative_blob": encode_ids(plan.cumulative), "out_dir": self._relative(out_dir),
             "model_sha256": None, "model_bytes": None, "stats_json": None, "bound_json": None,
             "note": plan.note, "pid": os.getpid(), "host": socket.gethostname(),
+            "keys_sha256": keys_sha256(keys), "keys_blob": encode_keys(keys), "requested_by": plan.requested_by,
         }
 
     # -- checking ---------------------------------------------------------------------------------------
@@ -549,6 +690,18 @@ class Ledger:
                     problems.append(f"request #{r.id}'s cumulative set ({r.n_cumulative} rows) differs from the "
                                     f"union of the deletions up to it ({seen.size} rows)")
         return problems
+
+
+def forgotten_so_far(run) -> np.ndarray:
+    """Every row forgotten by the run's completed deletion requests; an error when there is none."""
+    if not Ledger.exists(run):
+        raise InputError(f"no row of run {run.path} has been forgotten yet (it has no deletion ledger); "
+                         "name the rows with --ids or --keys")
+    with Ledger.open(run) as book:
+        rows = book.forgotten_ids()
+    if rows.size == 0:
+        raise InputError(f"no deletion request on run {run.path} has completed yet; name the rows with --ids or --keys")
+    return rows
 
 
 @contextlib.contextmanager
@@ -570,11 +723,43 @@ def request_lock(run) -> Iterator[None]:
         os.close(fd)  # closing the descriptor releases the lock
 
 
+def _connect(path: Path, writer: bool) -> sqlite3.Connection:
+    """A connection to the ledger: read-write, or read-only when this process cannot write the directory.
+
+    A reader in a writable directory uses a plain connection (it writes nothing: SQLite removes the
+    write-ahead log files when the last connection closes). In a directory it cannot write, it opens
+    with ``mode=ro`` when a write-ahead log exists, else ``immutable=1`` (see the module docstring).
+    """
+    if writer or os.access(path.parent, os.W_OK):
+        return sqlite3.connect(str(path), timeout=60, isolation_level=None)
+    from urllib.parse import quote
+
+    wal = path.with_name(path.name + "-wal")
+    flag = "mode=ro" if wal.is_file() and wal.stat().st_size else "immutable=1"
+    return sqlite3.connect(f"file:{quote(str(path))}?{flag}", uri=True, timeout=60, isolation_level=None)
+
+
+def _refuse_lost(run, path: Path) -> None:
+    """Refuse a run whose ``run.json`` records a ledger that no longer exists."""
+    recorded = read_json(Path(run.path) / RUN_JSON, "run.json").get("ledger")
+    if isinstance(recorded, dict):
+        raise RunError(f"run {run.path} had a deletion ledger (created {recorded.get('created', '?')}) but {path} is "
+                       "missing: the record of which rows were forgotten is lost. Restore the ledger from a backup; "
+                       "a new, empty ledger would count forgotten rows as present again, so none is started")
+
+
+def _record_in_run(run) -> None:
+    """Note in ``run.json`` that the run has a ledger (so losing it is noticed); written once."""
+    if not isinstance(read_json(Path(run.path) / RUN_JSON, "run.json").get("ledger"), dict):
+        update_run_meta(run.path, ledger={"file": LEDGER_FILE, "created": _now()})
+
+
 def _create_ledger_file(run, path: Path) -> None:
     """Build an empty ledger (schema, run identity) in a temporary file and rename it into place."""
     meta = {"format": "miniunlearn-ledger", "schema_version": str(SCHEMA_VERSION), "created": _now(),
             "run_fingerprint": run.fingerprint, "run_n_train": str(run.n_train),
-            "run_model_sha256": file_sha256(Path(run.path) / MODEL_FILE), "ids_encoding": IDS_ENCODING}
+            "run_model_sha256": file_sha256(Path(run.path) / MODEL_FILE), "ids_encoding": IDS_ENCODING,
+            "keys_encoding": KEYS_ENCODING}
     with atomic_path(path) as tmp, _sqlite_errors(path, "create"):
         db = sqlite3.connect(str(tmp), isolation_level=None)
         try:
@@ -594,7 +779,7 @@ def superseded(done: list[Request]) -> dict[int, int]:
     latest: dict[str, int] = {}
     out: dict[int, int] = {}
     for r in sorted(done, key=lambda r: r.id, reverse=True):
-        key = str(Path(r.out_dir).resolve()) if r.out_dir else None
+        key = str(r.out_path.resolve()) if r.out_dir else None
         if key is None:
             continue
         if key in latest:
@@ -619,10 +804,13 @@ def _one_line(text: str, limit: int = 240) -> str:
     return flat if len(flat) <= limit else flat[:limit - 3] + "..."
 
 
-def _row_digest(values: dict) -> str:
-    """SHA-256 over a request's columns (all but ``row_sha256``), so a damaged or edited record is noticed."""
+def _row_digest(values: dict, columns: list[str]) -> str:
+    """SHA-256 over a request's columns (all but ``row_sha256``), so a damaged or edited record is noticed.
+
+    ``columns`` are those of the ledger's schema version (version 1 rows are checked with version 1's).
+    """
     digest = hashlib.sha256()
-    for column in _COLUMNS:
+    for column in columns:
         if column == "row_sha256":
             continue
         value = values.get(column)

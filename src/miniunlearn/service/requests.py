@@ -1,4 +1,4 @@
-"""Forget requests: reading and validating files of 0-based training-row ids."""
+"""Forget requests: reading and validating files of 0-based training-row ids or of row keys."""
 
 from __future__ import annotations
 
@@ -32,17 +32,46 @@ def parse_ids(text: str, source: str = "ids") -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
-def read_ids_file(path: str | Path) -> np.ndarray:
+def _read_text(path: str | Path, what: str, expected: str) -> str:
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"ids file not found: {path}")
+        raise InputError(f"{what} file not found: {path}")
     try:
-        text = path.read_bytes().decode("utf-8-sig")  # tolerate a byte-order mark
+        return path.read_bytes().decode("utf-8-sig")  # tolerate a byte-order mark
     except UnicodeDecodeError:
-        raise InputError(f"ids file {path} is not text (expected one integer per line)") from None
+        raise InputError(f"{what} file {path} is not text (expected {expected})") from None
     except OSError as exc:
-        raise InputError(f"cannot read ids file {path}: {exc.strerror or exc}") from None
-    return parse_ids(text, str(path))
+        raise InputError(f"cannot read {what} file {path}: {exc.strerror or exc}") from None
+
+
+def read_ids_file(path: str | Path) -> np.ndarray:
+    return parse_ids(_read_text(path, "ids", "one integer per line"), str(path))
+
+
+def read_keys_file(path: str | Path) -> list[str]:
+    """One key per line (the run's id column values; surrounding spaces removed, blank lines skipped).
+
+    Keys are arbitrary text, so there are no comments: a line ``# 12`` is the key ``# 12``.
+    """
+    text = _read_text(path, "keys", "one key per line")
+    if "\x00" in text:
+        raise InputError(f"keys file {path} holds a NUL character; expected one key per line")
+    keys = [line.strip() for line in text.splitlines()]
+    keys = [k for k in keys if k]
+    if not keys:
+        raise InputError(f"keys file {path} holds no keys; nothing to forget")
+    return keys
+
+
+def request_rows(run, forget_ids=None, keys=None) -> tuple[np.ndarray, str]:
+    """The training rows a request names -- by row ids or by keys (exactly one) -- and which it was."""
+    if (forget_ids is None) == (keys is None):
+        raise InputError("a forget request names rows (ids) or keys, exactly one of them")
+    if keys is None:
+        return np.asarray(forget_ids), "rows"
+    if isinstance(keys, (str, bytes)):
+        raise InputError("keys must be a list of keys, not one string")
+    return run.rows_for_keys([str(k).strip() for k in keys]), "keys"
 
 
 def validate_forget_ids(ids: np.ndarray, n_train: int, already_forgotten: np.ndarray | None = None,
@@ -79,6 +108,13 @@ def write_ids_file(path: str | Path, ids: np.ndarray) -> None:
     from miniunlearn.core.storage import atomic_write_bytes
 
     atomic_write_bytes(path, ("\n".join(str(int(i)) for i in ids) + "\n").encode())
+
+
+def write_keys_file(path: str | Path, keys: list[str]) -> None:
+    """One key per line (what :func:`read_keys_file` reads back)."""
+    from miniunlearn.core.storage import atomic_write_bytes
+
+    atomic_write_bytes(path, "".join(f"{k}\n" for k in keys).encode("utf-8"))
 
 
 def random_forget_ids(n_train: int, ratio: float, seed: int) -> np.ndarray:
