@@ -6,8 +6,8 @@ import torch
 
 from miniunlearn.data import load_dataset
 from miniunlearn.history import build_mini_history
-from miniunlearn.methods.mini import Curvature
-from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.methods.mini import HistoryPreconditioner
+from miniunlearn.models import LogisticRegression, Objective, Penalty, Rows
 from miniunlearn.training import TrainConfig, fit
 
 
@@ -59,5 +59,5 @@ def test_minimal_profile_with_far_more_parameters_than_vectors(digits_optimum):
     rest = np.maximum(np.diag(H) - (basis ** 2).T @ np.maximum(eigvals, 0), 0) + 1e-2
     model_matrix = np.diag(rest) + basis.T @ np.diag(np.maximum(eigvals, 0)) @ basis
     v = np.random.default_rng(0).normal(size=650)
-    applied = Curvature(history).apply(torch.from_numpy(v)).numpy()
+    applied = HistoryPreconditioner(history, Penalty(model, 1e-2)).apply(torch.from_numpy(v)).numpy()
     assert np.allclose(model_matrix @ applied, v, atol=1e-8)

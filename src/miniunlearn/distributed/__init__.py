@@ -45,7 +45,7 @@ from miniunlearn.core.errors import MiniUnlearnError
 T = TypeVar("T")
 
 __all__ = ["init_from_env", "require_one_process", "shutdown", "active", "world_size", "rank", "is_writer", "shard",
-           "all_reduce_sum", "broadcast_json", "broadcast_ids", "start_work", "await_work", "leading",
+           "all_reduce_sum", "all_reduce_max", "broadcast_json", "broadcast_ids", "start_work", "await_work", "leading",
            "DistributedError"]
 
 BACKENDS = ("gloo", "nccl")
@@ -157,11 +157,18 @@ def _device() -> torch.device:
     return torch.device("cpu")
 
 
-def _all_reduce_tensor(t: torch.Tensor) -> torch.Tensor:
+def _all_reduce_tensor(t: torch.Tensor, op: str = "SUM") -> torch.Tensor:
     dist = _dist()
     work = t.detach().to(_device(), copy=True).contiguous()
-    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    dist.all_reduce(work, op=getattr(dist.ReduceOp, op))
     return work.to(t.device)
+
+
+def all_reduce_max(value: float) -> float:
+    """``max_k value_k`` over the processes (a float), on every process; ``value`` itself in one process."""
+    if not active():
+        return float(value)
+    return float(_all_reduce_tensor(torch.tensor(float(value), dtype=torch.float64), op="MAX"))
 
 
 def all_reduce_sum(value: T) -> T:

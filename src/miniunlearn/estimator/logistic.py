@@ -57,17 +57,6 @@ PARAMETERS = {
 }
 
 
-def mini_options(tol: float) -> dict:
-    """The options of Mini-Unlearning for an unlearning tolerance ``tol``.
-
-    LEAD: the tolerance dial of the mini method replaces this: return ``{"tol": tol}`` once mini
-    accepts it. Until then two exact refine passes bound the distance to retraining by the
-    certificate reported in ``forget_stats_``; ``tol`` is recorded but not yet used.
-    """
-    del tol
-    return {"refine": 2}
-
-
 class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
     """Multinomial logistic regression that forgets training rows on request (see the module docstring).
 
@@ -181,7 +170,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         run = self._run()
         out = self.run_dir_ / UNLEARNED_DIR / f"{len(_done_requests(run)) + 1:04d}"
         with progress_disabled():
-            result = forget(run, rows, method="mini", out=out, keys=keys, **mini_options(tolerance))
+            result = forget(run, rows, method="mini", out=out, keys=keys, tol=tolerance)
         self.forget_stats_ = {**result.stats, "tol": tolerance}
         self._use_model(out)
         return self

@@ -9,7 +9,8 @@ population membership attacks, and (for the configured ratios) per-example U-LiR
 are written to ``results.json`` atomically as soon as it is complete, so an interrupted run resumes
 where it stopped.
 
-Methods are named ``NAME[:key=value,...]``, e.g. ``mini``, ``mini:refine=1``, ``finetune:epochs=2``.
+Methods are named ``NAME[:key=value,...]``, e.g. ``mini`` (certified to its default tolerance),
+``mini:refine=0`` (the fixed point alone), ``mini:tol=1e-6``, ``finetune:epochs=2``.
 """
 
 from __future__ import annotations
@@ -83,20 +84,20 @@ PRESETS: dict[str, BenchConfig] = {
     "quick": BenchConfig(
         datasets=["digits", "breast_cancer", "synthetic:n_samples=4000,n_features=20,n_classes=4,seed=0"],
         ratios=[0.01, 0.1, 0.3, 0.5],
-        methods=["mini", "mini:refine=1", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
+        methods=["mini:refine=0", "mini", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
         seeds=[0], shadows=8, ulira_ratios=[0.1, 0.5], ulira_max_targets=200),
     "paper": BenchConfig(
         datasets=["fashion-mnist", "covtype-shaped", "higgs-shaped"],
         ratios=[0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
-        methods=["mini", "mini:refine=1", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
+        methods=["mini:refine=0", "mini", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
         seeds=[0, 1, 2], shadows=8, ulira_ratios=[0.1, 0.5], ulira_max_targets=500),
     "mini": BenchConfig(
         datasets=["digits", "breast_cancer", "synthetic-100k", "fashion-mnist"],
         ratios=[0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
-        methods=["retrain", "mini", "mini:refine=1", "mini:refine=2"],
+        methods=["retrain", "mini:refine=0", "mini", "mini:tol=1e-6"],
         seeds=[0, 1, 2], population_attacks=False),
     "demo": BenchConfig(
-        datasets=["digits"], ratios=[0.1, 0.3, 0.5], methods=["mini", "mini:refine=1", "retrain", "deltagrad"],
+        datasets=["digits"], ratios=[0.1, 0.3, 0.5], methods=["mini:refine=0", "mini", "retrain", "deltagrad"],
         seeds=[0], shadows=0),
 }
 
@@ -266,7 +267,7 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
             row.update(dataset=label, dataset_spec=run.meta["dataset"]["spec"], synthetic=bool(ds.synthetic),
                        n_train=ds.n_train, ratio=ratio, seed=seed,
                        method=key if is_original else _method_label(name, options),
-                       refine=int(options.get("refine", 0)) if name == "mini" else None, mode=mode,
+                       refine=options.get("refine") if name == "mini" else None, mode=mode,
                        time_s=s["time_s"], retrain_time_s=retrained.stats["time_s"],
                        speedup_vs_retrain=retrained.stats["time_s"] / s["time_s"] if s["time_s"] > 0 else None,
                        passes_forget=s["passes_forget"], passes_retained=s["passes_retained"],
@@ -274,7 +275,8 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
                        relative_residual=distance / base if base > 0 else 0.0, l2_to_retrain=distance,
                        test_acc=accuracy(model, theta, ds.X_test, ds.y_test), test_acc_retrain=test_R,
                        forget_acc=accuracy(model, theta, ds.X_train, ds.y_train, ids), forget_acc_retrain=forget_R)
-            for extra in ("contraction_factor", "certificate", "iterations", "curvature_profile"):
+            for extra in ("contraction_estimate", "certificate", "certified_relative", "tol", "iterations",
+                          "curvature_profile"):
                 if extra in s:
                     row[extra] = s[extra]
             if key in mia:
@@ -317,7 +319,7 @@ def run_bench(config: BenchConfig, out: str | Path, threads: int | None = None, 
             for ratio in config.ratios:
                 for seed in config.seeds:
                     keys = {(spec, round(ratio, 10), seed, _method_label(*parse_method(m)),
-                             int(parse_method(m)[1].get("refine", 0)) if parse_method(m)[0] == "mini" else None)
+                             parse_method(m)[1].get("refine") if parse_method(m)[0] == "mini" else None)
                             for m in config.methods}
                     if keys <= done:
                         advance(len(config.methods))

@@ -44,6 +44,7 @@ class MiniHistory:
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     info: dict = field(default_factory=dict)
     penalize_intercept: bool = True
+    loss_sum: float | None = None  # L_D(w_T) = sum_i l_i(w_T): F_R(w_T) from the forgotten rows alone
 
     # exact profile:   "precond"  (H_D + l2 I)^-1, H_D the mean loss Hessian at w_T (p x p)
     # minimal profile: "basis"    (k x p) orthonormal top eigenvectors of the mean loss Hessian
@@ -53,10 +54,12 @@ class MiniHistory:
     @property
     def nbytes(self) -> int:
         tensors = [self.theta, self.grad_sum, *self.tensors.values()]
-        return int(sum(t.numel() * t.element_size() for t in tensors))
+        return int(sum(t.numel() * t.element_size() for t in tensors)) + (8 if self.loss_sum is not None else 0)
 
     def save(self, path: str | Path) -> int:
         tensors = {"theta": self.theta, "grad_sum": self.grad_sum, **self.tensors}
+        if self.loss_sum is not None:
+            tensors["loss_sum"] = torch.tensor(self.loss_sum, dtype=torch.float64)
         meta = {"format": "miniunlearn-history/1", "profile": self.profile, "n": self.n, "l2": repr(self.l2),
                 "fingerprint": self.fingerprint, "penalize_intercept": str(self.penalize_intercept)}
         return save_tensors(path, tensors, meta)
@@ -78,8 +81,10 @@ class MiniHistory:
             if not torch.isfinite(t.sum()) and not torch.isfinite(t).all():
                 raise RunError(f"history {path} is corrupted: tensor {name!r} holds NaN or inf")
         theta, grad_sum = tensors.pop("theta"), tensors.pop("grad_sum")
+        loss_sum = tensors.pop("loss_sum", None)
         return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors,
-                   penalize_intercept=meta.get("penalize_intercept", "True") == "True")
+                   penalize_intercept=meta.get("penalize_intercept", "True") == "True",
+                   loss_sum=None if loss_sum is None else float(loss_sum))
 
 
 def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iterations: int = 4, seed: int = 0):
@@ -122,7 +127,7 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, 
     if profile not in PROFILES:
         raise ValueError(f"unknown curvature profile {profile!r}")
     start = time.perf_counter()
-    grad_sum = objective.grad_sum(theta)
+    loss_sum, grad_sum = objective.rows.map_reduce(lambda X, y: objective.model.loss_grad_sum(theta, X, y))
     tensors: dict[str, torch.Tensor] = {}
     if profile == "exact":
         tensors = exact_curvature(objective, theta, curvature_dtype)
@@ -132,6 +137,6 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, 
         eigvals, basis = _top_eigenpairs(objective, theta, minimal_rank)
         tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.curvature(theta).cache.diag_sum / objective.n}
     history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
-                          penalize_intercept=objective.penalty.penalize_intercept)
+                          penalize_intercept=objective.penalty.penalize_intercept, loss_sum=float(loss_sum))
     history.info = {"build_time_s": time.perf_counter() - start, "curvature_dtype": str(curvature_dtype).replace("torch.", "")}
     return history

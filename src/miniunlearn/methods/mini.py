@@ -1,41 +1,27 @@
-"""Mini-Unlearning: unlearning from a minimal history by a contraction fixed point.
+"""Mini-Unlearning: unlearning from a minimal history by a contraction fixed point, then certified
+refinement until a proven bound on the distance to retraining is small enough.
 
-Notation (docs/mini-unlearning.md): n training rows, forget set U with r rows, retained set R, L2
-strength lambda, w_T the trained optimum, G_S(w) = sum_{i in S} grad l_i(w). The history holds
-w_T, G_D(w_T) and a curvature model P ~= (H_D + lambda I)^-1 at w_T, where H_D is the mean loss
-Hessian (``exact`` profile: P is that matrix; ``minimal`` profile: its inverse from a low-rank
-plus diagonal summary, at most 64 vectors of p).
+Notation (docs/mini-unlearning.md): n training rows, forget set U with r rows, retained set R
+(m = n - r rows), penalty lambda M (M = I, or the weights only), w_T the trained optimum,
+G_S(w) = sum_{i in S} grad l_i(w). The history holds w_T, G_D(w_T), the loss sum L_D(w_T) and a
+curvature model P ~= (H_D + lambda M)^-1 at w_T (H_D the mean loss Hessian of all n rows).
 
-The retained optimum w_R = w_T + Delta is the root of the retained sum-gradient
+Step 0 (no retained row read). The retained optimum w_R = w_T + Delta is the root of
+S(Delta) = G_R(w_T + Delta) + m lambda M (w_T + Delta). Linearised at w_T it needs only the history
+and the forgotten rows:
 
-    S(Delta) = G_R(w_T + Delta) + (n - r) lambda (w_T + Delta).
+    S(Delta) ~= b + J_0 Delta,      b = G_D(w_T) - G_U(w_T) + m lambda M w_T = S(0) exactly,
+                                   J_0 = n P^-1 - K,   K = H_U(w_T) + r lambda M,
 
-Surrogate (refine = 0). Linearising S at w_T needs only the history and the forgotten rows:
+and n P^-1 - K = H_R(w_T) + m lambda M exactly for the ``exact`` profile: Delta_0 = -J_0^-1 b is
+the exact Newton step on F_R from w_T. It is the fixed point of the contraction
+Phi(x) = (P/n)(K x - b), solved by Anderson-accelerated iteration over the forgotten rows.
 
-    S(Delta) ~= b + J_0 Delta,      b = G_D(w_T) - G_U(w_T) + (n - r) lambda w_T = S(0),
-                                   J_0 = n P^-1 - K,   K = H_U(w_T) + r lambda I,
-
-because n P^-1 - K = n H_D + n lambda - H_U - r lambda = H_R(w_T) + (n - r) lambda I exactly.
-H_U(w_T) = sum_{i in U} Hess l_i(w_T) is applied from the forgotten rows in chunks. The root
-Delta = -J_0^-1 b is the fixed point of the contraction
-
-    Phi(Delta) = (P / n) (K Delta - b),
-
-whose Jacobian (P/n)(H_U + r lambda I) is similar to a symmetric matrix with eigenvalues in
-[0, q], q < 1 (about the forgotten share of the curvature). Each evaluation is one product with P
-and two products with the forgotten rows. Anderson acceleration reaches the fixed point in a
-handful of evaluations; iteration stops on the a-posteriori Banach bound q/(1-q)||Phi(x) - x||,
-with q measured from the iterates (Ritz values). No retained row is read.
-
-Refine passes (refine = k). Pass j computes the exact g_j = S(Delta_j) (one pass over R),
-updates the curvature model by the BFGS secant pair (s_j = Delta_j - Delta_{j-1},
-y_j = g_j - g_{j-1}), which makes it exact along the path actually travelled, and steps
-Delta_{j+1} = Delta_j - J_j^-1 g_j. J_j = J_0 + low rank is inverted by Woodbury, so each pass
-costs one pass over R and one more fixed-point solve with J_0. After k >= 1 passes
-
-    ||w - w_R|| <= ||Delta_{k+1} - Delta_k|| + ||grad F_R(w_T + Delta_k)|| / lambda      (certificate)
-
-holds by lambda-strong convexity of F_R.
+Refinement (``tol`` or ``refine``). Newton-CG on F_R itself, preconditioned by P, globalised by
+an Armijo line search (the step to Delta_0 included), stopping as soon as the self-concordance
+certificate proves ||w - w_R|| <= tol ||w - w_T|| (:mod:`miniunlearn.solvers.certified_newton`).
+``refine = k`` instead spends a fixed budget of k passes over R and reports the certificate it
+reached; ``refine = 0`` reads no retained row and certifies nothing.
 """
 
 from __future__ import annotations
@@ -44,16 +30,25 @@ from numbers import Integral, Real
 
 import torch
 
+from miniunlearn.core.errors import InputError
 from miniunlearn.core.params import Interval, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models import CachedCurvature, Objective, Rows
+from miniunlearn.solvers.certificate import self_concordance_constant
+from miniunlearn.solvers.certified_newton import ARMIJO, certified_newton_cg
 from miniunlearn.solvers.fixed_point import anderson
 
 FORGET_CHUNK_ROWS = 2048  # small enough that a chunk stays in cache between its two products
+DEFAULT_TOL = 1e-3
+# Step 0 costs two passes over U per fixed-point iteration; once U is more than a quarter of R it
+# costs more than the few passes over R it saves (measured on Fashion-MNIST), so tol-driven runs
+# start their Newton-CG at w_T instead.
+STEP0_MAX_SHARE = 0.25
 
 
 def forget_curvature(ctx: UnlearnContext, theta_T: torch.Tensor) -> CachedCurvature:
-    """The forgotten rows at w_T, kept in memory with their probabilities: G_U(w_T) and H_U(w_T) products.
+    """The forgotten rows at w_T, kept in memory with their probabilities: G_U(w_T), L_U(w_T) and
+    H_U(w_T) products.
 
     Memory: r (d + C) floats for this process's share of the r forgotten rows. Its passes are
     counted on its own rows (``cache.rows``); add them to the context's when done.
@@ -61,24 +56,23 @@ def forget_curvature(ctx: UnlearnContext, theta_T: torch.Tensor) -> CachedCurvat
     counted = ctx.forget_rows
     rows = Rows(counted.X_source, counted.y_source, counted.ids, chunk_rows=FORGET_CHUNK_ROWS,
                 workers=counted.workers, materialize=False)
-    return CachedCurvature(ctx.model, rows, theta_T, keep_rows=True, grad=True)
+    return CachedCurvature(ctx.model, rows, theta_T, keep_rows=True, grad=True, loss=True)
 
 
-class Curvature:
-    """Applies P ~= (H_D + lambda I)^-1 from the history's curvature profile."""
+class HistoryPreconditioner:
+    """Applies P ~= (H_D + lambda M)^-1 from the history's curvature profile."""
 
-    def __init__(self, history):
+    def __init__(self, history, penalty):
         self.profile = history.profile
-        lam = history.l2
         if self.profile == "exact":
             self.P = history.tensors["precond"].to(torch.float64)
         else:
-            # Woodbury on D + V Lambda V^T with D = diag(remaining diagonal) + lambda
+            # Woodbury on D + V Lambda V^T with D = diag(remaining diagonal) + lambda M
             V = history.tensors["basis"].to(torch.float64)  # (k, p), orthonormal rows
             eig = history.tensors["eigvals"].to(torch.float64).clamp_min(0.0)
             diag = history.tensors["diag"].to(torch.float64)
             rest = (diag - (V * V).T @ eig).clamp_min(0.0)
-            self.Dinv = 1.0 / (rest + lam)
+            self.Dinv = 1.0 / (rest + penalty.diagonal(len(diag)) + 1e-12 * float(diag.max()))
             self.V = V
             core = torch.diag(1.0 / eig.clamp_min(1e-300)) + (V * self.Dinv) @ V.T
             self.core_inv = torch.linalg.inv(core)
@@ -90,26 +84,16 @@ class Curvature:
         return x - self.Dinv * (self.V.T @ (self.core_inv @ (self.V @ x)))
 
 
-class SurrogateSystem:
-    """Solves ``J_0 x = rhs`` with J_0 = n P^-1 - H_U(w_T) - r lambda I by the contraction fixed point."""
+def solve_surrogate(preconditioner: HistoryPreconditioner, forget: CachedCurvature, penalty, n: int, rhs: torch.Tensor,
+                    tol: float, max_iter: int, depth: int, progress=None):
+    """``J_0^-1 rhs`` with J_0 = n P^-1 - H_U(w_T) - r lambda M, as the fixed point of
+    x = (P/n)(H_U x + r lambda M x + rhs); returns the solver's result (x, iterations, estimates)."""
+    r = len(forget.rows)
 
-    def __init__(self, curvature: Curvature, forget: CachedCurvature, n: int, lam: float, tol: float, max_iter: int,
-                 depth: int):
-        self.curvature, self.forget = curvature, forget
-        self.n, self.r, self.lam = n, len(forget.rows), lam
-        self.tol, self.max_iter, self.depth = tol, max_iter, depth
-        self.solves = []
+    def phi(x):
+        return preconditioner.apply(forget.hvp_sum(x) + r * penalty.grad(x) + rhs) / n
 
-    def solve(self, rhs: torch.Tensor, start: torch.Tensor | None = None, progress=None) -> torch.Tensor:
-        n, r, lam = self.n, self.r, self.lam
-
-        def phi(x):
-            return self.curvature.apply(self.forget.hvp_sum(x) + r * lam * x + rhs) / n
-
-        x0 = torch.zeros_like(rhs) if start is None else start
-        result = anderson(phi, x0, self.tol, self.max_iter, self.depth, progress=progress)
-        self.solves.append(result)
-        return result.x
+    return anderson(phi, torch.zeros_like(rhs), tol, max_iter, depth, progress=progress)
 
 
 @register
@@ -117,143 +101,109 @@ class MiniUnlearning(UnlearningMethod):
     """Mini-Unlearning (see the module docstring for the formulas)."""
 
     name = "mini"
-    summary = "contraction fixed point on the minimal history (w_T, G_D, curvature); refine=k exact passes over R"
+    summary = ("contraction fixed point on the minimal history, then certified Newton-CG passes over R "
+               "until ||w - w_R|| <= tol ||w - w_T|| is proven")
     modes = ("converged",)
 
     parameters = {
-        "refine": Param(0, Interval(Integral, 0, 100), help="exact passes over R after the fixed point (0 reads none)"),
-        "tol": Param(1e-5, Interval(Real, 0, 1, closed="neither"), help="fixed point: relative Banach-estimate stop"),
-        "max_iter": Param(300, Interval(Integral, 1, 100_000), help="fixed-point iterations at most"),
-        "anderson_depth": Param(8, Interval(Integral, 0, 100), help="Anderson acceleration memory"),
+        "tol": Param(None, Interval(Real, 1e-12, 1, closed="right"), None,
+                     help=f"refine until the certificate is <= tol * ||w - w_T||; None: {DEFAULT_TOL:g} unless "
+                          "refine is given"),
+        "refine": Param(None, Interval(Integral, 0, 1000), None,
+                        help="a fixed budget of passes over R instead of tol (0: read no retained row, no certificate)"),
+        "max_passes": Param(1000, Interval(Integral, 1, 100_000), help="tol: passes over R at most"),
+        "fixed_point_tol": Param(1e-5, Interval(Real, 0, 1, closed="neither"),
+                                 help="step 0: relative stop of the fixed-point iteration (its error estimate)"),
+        "max_iter": Param(300, Interval(Integral, 1, 100_000), help="step 0: fixed-point iterations at most"),
+        "anderson_depth": Param(8, Interval(Integral, 0, 100), help="step 0: Anderson acceleration memory"),
     }
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        if self.tol is not None and self.refine is not None:
+            raise InputError(f"method 'mini': give tol (refine until certified) or refine (a fixed budget of "
+                             f"passes), not both (got tol={self.tol:g}, refine={self.refine})")
 
     def unlearn(self, ctx: UnlearnContext):
         history = ctx.mini_history()
-        n, r, lam = history.n, len(ctx.forget_ids), history.l2
+        penalty = ctx.penalty
+        n, r = history.n, len(ctx.forget_ids)
+        m = n - r
         theta_T = history.theta
-        forget = forget_curvature(ctx, theta_T)
-        curvature = Curvature(history)
-        b = history.grad_sum - forget.grad_sum + (n - r) * lam * theta_T  # S(0), exact
+        preconditioner = HistoryPreconditioner(history, penalty)
         stats: dict = {"curvature_profile": history.profile}
-        if history.profile == "exact":
-            system = SurrogateSystem(curvature, forget, n, lam, self.tol, self.max_iter, self.anderson_depth)
-            solve = system.solve
-            inv_b = solve(b, progress=ctx.progress)  # J_0^-1 b
-            first = system.solves[0]
-            stats.update(iterations=first.iterations, contraction_factor=first.contraction_factor,
-                         banach_bound=first.banach_bound, converged=first.converged,
-                         bound_relative=first.banach_bound / max(float(inv_b.norm()), 1e-300))
+        refine_only = self.refine is None and r > m * STEP0_MAX_SHARE
+        step0 = None
+        if not refine_only:
+            forget = forget_curvature(ctx, theta_T)
+            b = history.grad_sum - forget.grad_sum + m * penalty.grad(theta_T)  # S(0) = m grad F_R(w_T), exact
+            step0 = self._step0(preconditioner, forget, penalty, history, b, m, stats, ctx.progress)
+            ctx.forget_rows.rows_read += forget.rows.rows_read
+        if self.refine == 0:
+            return theta_T + step0, {**stats, "certificate": None}
+        tol = None if self.refine is not None else (DEFAULT_TOL if self.tol is None else self.tol)
+        max_passes = self.max_passes if self.refine is None else self.refine
+        mu = penalty.strong_convexity
+        if not mu > 0:
+            raise InputError("certifying a model whose intercept is not penalised needs the curvature bound of "
+                             "the bias directions; not available for this run")
+        objective = Objective(ctx.model, ctx.retained_rows, penalty)
+        # When R is the smaller part, the history's curvature (of all rows) says little about F_R's:
+        # precondition by the Jacobi diagonal of each iterate instead.
+        jacobi = r > m
+        if step0 is None:  # many rows are forgotten: Newton-CG on F_R from w_T (step 0 would cost more than it saves)
+            start, w_start = objective.curvature(theta_T, diag=jacobi, value=True, row_norm=True), theta_T
+            stats["start"] = "w_T"
         else:
-            # The minimal curvature is too coarse for the contraction (measured q > 1 at 10 %), so the
-            # retained Hessian is modelled as (n - r)(H_min + lambda I) and used as the initial
-            # inverse of the quasi-Newton refine passes.
-            system = None
+            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats)
+            stats["start"] = "step 0"
+        R = self_concordance_constant(start.cache.max_row_norm)
+        stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
+        result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T, mu=mu,
+                                     R=R, tol=tol,
+                                     max_passes=max_passes - objective.passes, start=start, progress=ctx.progress)
+        moved = float((result.w - theta_T).norm())
+        stats.update(certificate=result.certificate,
+                     certified_relative=result.certificate / moved if moved > 0 else float("inf"),
+                     converged=result.converged if tol is not None else True, tol=tol,
+                     newton_iterations=result.newton_iterations, cg_iterations=result.cg_iterations,
+                     refine_stop=result.stop, self_concordance_constant=R)
+        if tol is not None and not result.converged:
+            stats["failure"] = (f"certificate {result.certificate:.3g} = {stats['certified_relative']:.3g} x "
+                                f"||w - w_T|| after {objective.passes:.0f} passes over the retained rows; "
+                                f"tol {tol:g} not reached (raise max_passes)")
+        return result.w, stats
 
-            def solve(v, progress=None):
-                return curvature.apply(v) / (n - r)
-
-            inv_b = solve(b)
+    def _step0(self, preconditioner, forget, penalty, history, b, m, stats, progress):
+        """Delta_0 = -J_0^-1 b by the contraction over the forgotten rows (exact profile), or the
+        influence step -P b / m (the minimal profile is too coarse for the contraction)."""
+        if history.profile != "exact":
             stats.update(iterations=0)
-        delta = -inv_b
-        if self.refine and history.profile == "exact":
-            delta, refine_stats = self._refine(ctx, solve, theta_T, delta, b, inv_b, n, r, lam)
-            stats.update(refine_stats)
-        elif self.refine:
-            delta, refine_stats = self._refine_lbfgs(ctx, curvature, theta_T, delta, lam)
-            stats.update(refine_stats)
-        if system is not None:
-            stats["iterations_total"] = sum(s.iterations for s in system.solves)
-        ctx.forget_rows.rows_read += forget.rows.rows_read
-        return theta_T + delta, stats
-
-    def _refine(self, ctx: UnlearnContext, solve, theta_T, delta, b, inv_b, n, r, lam):
-        """BFGS-corrected Newton passes: each one exact retained gradient and one J_0 solve."""
-        U_cols, Z_cols, coeffs = [], [], []  # J_k = J_0 + sum c_j u_j u_j^T ; Z = J_0^-1 U
-        g_prev, inv_g_prev = b, inv_b
-        log = []
-        previous = torch.zeros_like(delta)  # Delta_0 = 0 is where b = S(0) was taken
-        for _ in range(self.refine):
-            w = theta_T + delta
-            g = self._retained_grad_sum(ctx, w) + (n - r) * lam * w
-            inv_g = solve(g)
-            s, y = delta - previous, g - g_prev
-            ys, sg = float(y @ s), float(s @ g_prev)
-            if ys > 0 and sg < 0:  # BFGS pair: + y y^T / y^T s ; + g g^T / s^T g  (J s = -g_prev)
-                U_cols += [y, g_prev]
-                Z_cols += [inv_g - inv_g_prev, inv_g_prev]
-                coeffs += [1.0 / ys, 1.0 / sg]
-            step = inv_g
-            if U_cols:
-                U, Z = torch.stack(U_cols, 1), torch.stack(Z_cols, 1)
-                small = torch.diag(1.0 / torch.tensor(coeffs, dtype=torch.float64)) + U.T @ Z
-                step = inv_g - Z @ torch.linalg.solve(small, U.T @ inv_g)
-            previous, g_prev, inv_g_prev = delta, g, inv_g
-            delta = delta - step
-            log.append({"grad_norm": float(g.norm()) / (n - r), "step_norm": float(step.norm())})
-        last = log[-1]
-        certificate = last["step_norm"] + last["grad_norm"] / lam
-        return delta, {"refine_passes": log, "certificate": certificate}
+            return -preconditioner.apply(b) / m
+        fixed = solve_surrogate(preconditioner, forget, penalty, history.n, b, self.fixed_point_tol, self.max_iter,
+                                self.anderson_depth, progress)
+        stats.update(iterations=fixed.iterations, contraction_estimate=fixed.contraction_factor,
+                     fixed_point_error_estimate=fixed.banach_bound, fixed_point_converged=fixed.converged)
+        return -fixed.x
 
     @staticmethod
-    def _retained_grad_sum(ctx: UnlearnContext, w: torch.Tensor) -> torch.Tensor:
-        """G_R(w) in one sweep; rows are gathered chunk by chunk (one sweep does not repay a full copy)."""
-        counted = ctx.retained_rows
-        sweep = Rows(counted.X_source, counted.y_source, counted.ids, counted.chunk_rows, counted.workers,
-                     materialize=False)
-        total = sweep.map_reduce(lambda X, y: ctx.model.grad_sum(w, X, y))
-        counted.rows_read += sweep.rows_read
-        return total
+    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats):
+        """Accept w_T + t step0 with the largest t in 1, 1/2, ... that passes Armijo's test on F_R.
 
-    def _refine_lbfgs(self, ctx: UnlearnContext, curvature: Curvature, theta_T, delta, lam, memory: int = 20):
-        """Minimal profile: L-BFGS on F_R from the surrogate point, preconditioned by P_min.
-
-        Every objective-and-gradient evaluation is one pass over R (``refine`` of them in all);
-        an Armijo backtracking step keeps the objective decreasing.
+        F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)
+        when the history holds L_D(w_T); otherwise one pass computes them.
         """
-        objective = Objective(ctx.model, ctx.retained_rows, lam)
-        pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
-        w = theta_T + delta
-        value, grad = objective.value_grad(w)
-        passes, log = 1, [{"grad_norm": float(grad.norm()), "objective": value}]
-        step_norm = float("nan")
-        while passes < self.refine:
-            direction = -_two_loop(grad, pairs, curvature.apply)
-            slope = float(grad @ direction)
-            if slope >= 0:  # not a descent direction: restart from the preconditioner
-                pairs.clear()
-                direction = -curvature.apply(grad)
-                slope = float(grad @ direction)
-            t = 1.0
-            while passes < self.refine:
-                trial = w + t * direction
-                trial_value, trial_grad = objective.value_grad(trial)
-                passes += 1
-                if trial_value <= value + 1e-4 * t * slope:
-                    break
-                t *= 0.5
-            else:
-                break
-            s, y = trial - w, trial_grad - grad
-            if float(y @ s) > 1e-12 * float(s.norm() * y.norm()):
-                pairs.append((s, y, 1.0 / float(y @ s)))
-                pairs[:] = pairs[-memory:]
-            step_norm = float(s.norm())
-            w, value, grad = trial, trial_value, trial_grad
-            log.append({"grad_norm": float(grad.norm()), "objective": value, "step": t})
-        certificate = float(grad.norm()) / lam  # w is the point whose gradient was evaluated
-        return w - theta_T, {"refine_passes": log, "certificate": certificate, "last_step_norm": step_norm}
-
-
-def _two_loop(grad: torch.Tensor, pairs, apply_h0) -> torch.Tensor:
-    """L-BFGS two-loop recursion: H grad with H0 = ``apply_h0`` and the stored (s, y, 1/y^T s)."""
-    q = grad.clone()
-    alphas = []
-    for s, y, rho in reversed(pairs):
-        alpha = rho * float(s @ q)
-        alphas.append(alpha)
-        q -= alpha * y
-    z = apply_h0(q)
-    for (s, y, rho), alpha in zip(pairs, reversed(alphas)):
-        beta = rho * float(y @ z)
-        z += (alpha - beta) * s
-    return z
+        penalty = objective.penalty
+        if history.loss_sum is not None:
+            value_T = (history.loss_sum - forget.loss_sum) / m + penalty.value(theta_T)
+        else:
+            value_T = objective.curvature(theta_T, diag=False, value=True).value
+        slope = float((b / m) @ step0)
+        t = 1.0
+        while True:
+            point = theta_T + t * step0
+            here = objective.curvature(point, diag=False, value=True, row_norm=True)
+            if here.value <= value_T + ARMIJO * t * slope or t < 1e-8:
+                stats["first_step_length"] = t
+                return here, point
+            t *= 0.5

@@ -18,20 +18,21 @@ import torch
 
 from miniunlearn import distributed
 from miniunlearn.core.progress import rows_read as report_rows
-from miniunlearn.models.rows import Rows, parallel_sum
+from miniunlearn.models.rows import Rows, parallel_map, parallel_sum, sum_in_order
 
 
 class CachedCurvature:
     """Loss sums of ``rows`` at ``theta`` (no regulariser, no division by the row count).
 
     After construction (one pass): ``grad_sum`` = sum_i grad l_i(theta) if ``grad`` was asked for,
-    ``diag_sum`` = the diagonal of sum_i Hess l_i(theta) if ``diag`` was; :meth:`hvp_sum` gives
+    ``diag_sum`` = the diagonal of sum_i Hess l_i(theta) if ``diag`` was, ``loss_sum`` = sum_i l_i(theta)
+    if ``loss`` was, ``max_row_norm`` = max_i ||x_i|| if ``row_norm`` was; :meth:`hvp_sum` gives
     ``sum_i Hess l_i(theta) v``, one more pass each (counted in ``rows.rows_read``). Across
     processes every sum is over this process's chunks and then all-reduced.
     """
 
     def __init__(self, model, rows: Rows, theta: torch.Tensor, keep_rows: bool = False, grad: bool = False,
-                 diag: bool = False):
+                 diag: bool = False, loss: bool = False, row_norm: bool = False):
         self.model, self.rows, self.theta = model, rows, theta
         self.bounds = rows.local_chunk_bounds()
         first, last = self.bounds[0][0], self.bounds[-1][1]
@@ -40,14 +41,21 @@ class CachedCurvature:
         self.kept: list[torch.Tensor] | None = [] if keep_rows else None
         grad_sum = torch.zeros(model.n_params, dtype=theta.dtype) if grad else None
         diag_sum = torch.zeros(model.n_params, dtype=theta.dtype) if diag else None
+        loss_sum = torch.zeros((), dtype=theta.dtype)
+        max_row_norm_sq = 0.0
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
             probs = buffer[start - first:stop - first]
-            probs.copy_(model.probabilities(theta, X))
+            logits = model.logits(theta, X)
+            probs.copy_(torch.softmax(logits, dim=1))
+            if loss:
+                loss_sum -= torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
                 diag_sum += model.hessian_diag_sum(X, probs)
+            if row_norm and len(X):
+                max_row_norm_sq = max(max_row_norm_sq, float((X * X).sum(dim=1).max()))
             if self.kept is not None:
                 self.kept.append(X)
             self.probs.append(probs)
@@ -55,6 +63,8 @@ class CachedCurvature:
         rows.rows_read += len(rows)
         self.grad_sum = None if grad_sum is None else distributed.all_reduce_sum(grad_sum)
         self.diag_sum = None if diag_sum is None else distributed.all_reduce_sum(diag_sum)
+        self.loss_sum = float(distributed.all_reduce_sum(loss_sum)) if loss else None
+        self.max_row_norm = distributed.all_reduce_max(max_row_norm_sq) ** 0.5 if row_norm else None
 
     def _features(self, j: int) -> torch.Tensor:
         return self.kept[j] if self.kept is not None else self.rows.chunk(*self.bounds[j])[0]
@@ -70,3 +80,39 @@ class CachedCurvature:
         total = parallel_sum(part, range(len(self.bounds)), self.rows.workers)
         self.rows.rows_read += len(self.rows)
         return total
+
+    def hvp_sum_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`hvp_sum` for one vector v, and v's directional logits ``Theta_v x~_i`` per chunk
+        ((rows, C) each): a solver that builds a step ``D = sum_j alpha_j v_j`` learns the exact
+        per-row logit changes of D at no extra pass (:class:`LogitSpan`)."""
+
+        def part(j: int) -> tuple[torch.Tensor, torch.Tensor]:
+            X = self._features(j)
+            u = self.model.directional_logits(X, v[:, None])
+            report_rows(self.bounds[j][1] - self.bounds[j][0])
+            return self.model.hvp_from_logits(X, self.probs[j], u)[:, 0], u[:, 0, :]
+
+        parts = parallel_map(part, range(len(self.bounds)), self.rows.workers)
+        self.rows.rows_read += len(self.rows)
+        total = distributed.all_reduce_sum(sum_in_order([hv for hv, _ in parts]))
+        return total, [u for _, u in parts]
+
+
+class LogitSpan:
+    """The per-row logit changes ``z_i = Theta_D x~_i`` of a step D built up as ``sum_j alpha_j v_j``.
+
+    :meth:`span` is ``max_i (max_c z_ic - min_c z_ic)``, the quantity the self-concordance bound of
+    the logistic loss needs (docs/mini-unlearning.md, certificates); the maximum is taken over
+    every process's rows. Memory: rows x C floats, like the cached probabilities.
+    """
+
+    def __init__(self, cache: CachedCurvature):
+        self.chunks = [torch.zeros_like(p) for p in cache.probs]
+
+    def accumulate(self, logits: list[torch.Tensor], alpha: float) -> None:
+        for z, u in zip(self.chunks, logits):
+            z.add_(u, alpha=float(alpha))
+
+    def span(self) -> float:
+        local = max((float((z.amax(dim=1) - z.amin(dim=1)).max()) for z in self.chunks if z.numel()), default=0.0)
+        return distributed.all_reduce_max(local)

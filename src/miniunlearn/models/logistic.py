@@ -98,21 +98,24 @@ class LogisticRegression:
     def grad_sum(self, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return self.loss_grad_sum(theta, X, y)[1]
 
+    def directional_logits(self, X: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``u_i = Theta_v x~_i``, the change of every row's logits along v: (n, k, C) for v of shape (p, k)."""
+        blocks = v.T.reshape(v.shape[1], self.n_classes, self.n_features + 1)
+        return torch.einsum("nd,kcd->nkc", X, blocks[:, :, :-1]) + blocks[:, :, -1][None]
+
     def hvp_sum(self, X: torch.Tensor, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``sum_i Hess l_i v`` at the point whose softmax probabilities are ``probs``; v is (p,) or (p, k)."""
         single = v.dim() == 1
         V = v[:, None] if single else v
-        k = V.shape[1]
-        d1 = self.n_features + 1
-        # directional logit changes  u_i = Theta_V x~_i  for every column of V: (n, k, C)
-        blocks = V.T.reshape(k, self.n_classes, d1)
-        u = torch.einsum("nd,kcd->nkc", X, blocks[:, :, :-1]) + blocks[:, :, -1][None]
-        # (diag(p) - p p^T) u  per sample and column
+        out = self.hvp_from_logits(X, probs, self.directional_logits(X, V))
+        return out[:, 0] if single else out
+
+    def hvp_from_logits(self, X: torch.Tensor, probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """``sum_i ((diag p_i - p_i p_i^T) u_i) (x) x~_i`` for directional logits u (n, k, C): (p, k)."""
         pu = probs[:, None, :] * u
         s = pu - probs[:, None, :] * pu.sum(dim=2, keepdim=True)
         out = torch.einsum("nkc,nd->kcd", s, X)
-        out = torch.cat([out, s.sum(dim=0)[..., None]], dim=2).reshape(k, -1).T
-        return out[:, 0] if single else out
+        return torch.cat([out, s.sum(dim=0)[..., None]], dim=2).reshape(u.shape[1], -1).T
 
     def hessian_diag_sum(self, X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """The diagonal of ``sum_i Hess l_i``: ``sum_i p_ic (1 - p_ic) x~_ij^2``."""

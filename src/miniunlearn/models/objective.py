@@ -41,9 +41,15 @@ class Objective:
         """``G_S(theta) = sum_{i in S} grad l_i(theta)`` without the regulariser."""
         return self.rows.map_reduce(lambda X, y: self.model.grad_sum(theta, X, y))
 
-    def curvature(self, theta: torch.Tensor, diag: bool = True) -> "Curvature":
-        """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`)."""
-        return Curvature(CachedCurvature(self.model, self.rows, theta, diag=diag), self.n, self.penalty)
+    def curvature(self, theta: torch.Tensor, diag: bool = True, value: bool = False,
+                  row_norm: bool = False) -> "Curvature":
+        """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`).
+
+        With ``value`` the same pass also gives F_S(theta) and its gradient (``Curvature.value``,
+        ``Curvature.grad``), with ``row_norm`` the largest row norm of the features.
+        """
+        cache = CachedCurvature(self.model, self.rows, theta, diag=diag, grad=value, loss=value, row_norm=row_norm)
+        return Curvature(cache, self.n, self.penalty, theta)
 
     def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
         """The mean loss Hessian ``(1/|S|) sum_i Hess l_i(theta)`` (no regulariser), dense p x p."""
@@ -59,9 +65,17 @@ class Objective:
 class Curvature:
     """``Hess F_S(theta)`` at a fixed theta: products ``hvp(v)`` (one pass each) and the diagonal."""
 
-    def __init__(self, cache: CachedCurvature, n: int, penalty: Penalty):
+    def __init__(self, cache: CachedCurvature, n: int, penalty: Penalty, theta: torch.Tensor | None = None):
         self.cache, self.n, self.penalty = cache, n, penalty
         self.diag = None if cache.diag_sum is None else cache.diag_sum / n + penalty.grad(torch.ones_like(cache.diag_sum))
+        if cache.grad_sum is not None and cache.loss_sum is not None:
+            self.value = cache.loss_sum / n + penalty.value(theta)
+            self.grad = cache.grad_sum / n + penalty.grad(theta)
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         return self.cache.hvp_sum(v) / self.n + self.penalty.grad(v)
+
+    def hvp_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`hvp` and v's directional logits per chunk (see ``CachedCurvature.hvp_sum_with_logits``)."""
+        total, logits = self.cache.hvp_sum_with_logits(v)
+        return total / self.n + self.penalty.grad(v), logits

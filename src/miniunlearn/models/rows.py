@@ -141,14 +141,15 @@ def parallel_sum(fn: Callable[[Any], T], items: Sequence, workers: int = 1, all_
     parts = parallel_map(fn, items, workers)
     if not parts:
         raise ValueError("no rows to sum over")
-    total = _ordered_sum(parts)
+    total = sum_in_order(parts)
     return distributed.all_reduce_sum(total) if all_reduce else total
 
 
-def _ordered_sum(parts):
+def sum_in_order(parts):
+    """``parts[0] + parts[1] + ...`` left to right (tuples element-wise): bitwise reproducible."""
     first = parts[0]
     if isinstance(first, tuple):
-        return tuple(_ordered_sum([p[i] for p in parts]) for i in range(len(first)))
+        return tuple(sum_in_order([p[i] for p in parts]) for i in range(len(first)))
     total = first.clone() if isinstance(first, torch.Tensor) else first
     for part in parts[1:]:
         total = total + part

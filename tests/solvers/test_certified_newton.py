@@ -1,0 +1,116 @@
+"""Certified Newton-CG: its certificate bounds the distance to an independently computed optimum on
+1,000 random instances (none may violate it), and the bound itself matches its definition."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from miniunlearn.data import load_dataset
+from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.solvers.certificate import newton_certificate, phi, self_concordance_constant, smallest_root
+from miniunlearn.solvers.certified_newton import certified_newton_cg
+from tests.helpers import reference_optimum, softmax_hessian
+
+N_INSTANCES = 1000
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """Source rows: two real sets, a noisy synthetic one and two separable ones (no label noise)."""
+    specs = {"digits": "digits", "breast_cancer": "breast_cancer",
+             "synthetic": "synthetic:n_samples=2000,n_features=20,n_classes=3,seed=1",
+             "separable": "synthetic:n_samples=2000,n_features=12,n_classes=4,seed=2,separation=30,label_noise=0",
+             "separable2": "synthetic:n_samples=2000,n_features=8,n_classes=2,seed=3,separation=50,label_noise=0"}
+    return {name: load_dataset(spec) for name, spec in specs.items()}
+
+
+def _instance(rng, pool):
+    ds = pool[rng.choice(sorted(pool))]
+    n = int(rng.integers(30, 160))
+    d = int(rng.integers(2, min(12, ds.n_features) + 1))
+    rows = rng.choice(ds.n_train, size=n, replace=False)
+    X = ds.X_train[np.ix_(rows, rng.choice(ds.n_features, size=d, replace=False))]
+    if rng.random() < 0.2:
+        X = X * rng.uniform(1, 5)  # larger rows: stronger third-order effects
+    labels, y = np.unique(ds.y_train[rows], return_inverse=True)
+    l2 = float(10 ** rng.uniform(-6, 0))
+    r = int(np.clip(round(10 ** rng.uniform(-3, np.log10(0.95)) * n), 1, n - 2))
+    forget = rng.choice(n, size=r, replace=False)
+    keep = np.setdiff1d(np.arange(n), forget)
+    if len(labels) < 2 or len(np.unique(y[keep])) < 2:
+        return None
+    return X, y.astype(np.int64), len(labels), l2, keep
+
+
+def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
+    rng = np.random.default_rng(2026)
+    checked, violations, ratios, worst = 0, 0, [], 0.0
+    while checked < N_INSTANCES:
+        instance = _instance(rng, pool)
+        if instance is None:
+            continue
+        X, y, C, l2, keep = instance
+        w_T, error_T = reference_optimum(X, y, C, l2)
+        w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
+        model = LogisticRegression(X.shape[1], C)
+        objective = Objective(model, Rows(X[keep], y[keep]), l2)
+        P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))  # the history's curvature at w_T
+        R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+        result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
+                                     mu=l2, R=R, tol=1e-3, max_passes=5000)
+        true = float(np.linalg.norm(result.w.numpy() - w_R))
+        # converged, unless tol * ||w - w_T|| lies below what float64 can certify (a tiny deletion, tiny l2)
+        assert result.converged or result.stop.startswith("the tolerance is below"), (l2, len(keep), result.stop)
+        if true > result.certificate + error_R:
+            violations += 1
+        worst = max(worst, (true - error_R) / result.certificate)
+        ratios.append(result.certificate / max(true, 1e-300))
+        checked += 1
+    assert violations == 0, f"{violations} of {checked} certificates below the true distance (worst ratio {worst})"
+    assert worst <= 1.0
+
+
+def test_the_bound_is_the_smallest_root_of_its_equation():
+    a, b, s0, R = 1e-4, 2e-3, 0.05, 30.0
+    y = smallest_root(a, b, s0, R)
+    f = lambda t: a + b * phi(s0 + R * t)  # noqa: E731
+    assert f(y) <= y and y <= f(y) * (1 + 1e-9)  # a fixed point, from above
+    grid = np.linspace(0, y * (1 - 1e-6), 2000)
+    assert all(f(t) > t for t in grid)  # and no smaller one
+    assert smallest_root(a, 10.0, s0, R) == math.inf  # b R too large: no root, no bound
+    assert smallest_root(a, 0.0, s0, R) == a
+
+
+def test_phi_bounds_the_spread_of_the_average_hessian():
+    """phi(s) >= max over eigenvalues e of E of |e / (1 + e)| and of |e| / sqrt(1 + e) taken at their
+    smaller value, for e in [psi_lo - 1, psi_hi - 1]: checked against a dense grid of e."""
+    for s in (1e-6, 1e-3, 0.1, 1.0, 3.0, 10.0, 40.0):
+        lo, hi = -math.expm1(-s) / s, math.expm1(s) / s
+        e = np.linspace(lo - 1, hi - 1, 20001)
+        first = np.max(np.abs(e / (1 + e)))
+        second = np.max(np.abs(e) / np.sqrt(1 + e))
+        assert phi(s) >= min(first, second) * (1 - 1e-9) - 1e-15
+        assert phi(s) <= min(first, second) * (1 + 1e-6) + 1e-12
+
+
+def test_certificate_of_an_exact_newton_step_is_nearly_the_step_itself(rng):
+    """At a point close to the optimum the Newton step is (almost) the distance: the certificate for
+    the point is the step's length up to a small relative term."""
+    X, y = rng.normal(size=(300, 4)), rng.integers(0, 3, size=300)
+    l2 = 1e-2
+    w_star, _ = reference_optimum(X, y, 3, l2)
+    w = w_star + 1e-4 * rng.normal(size=w_star.size)
+    Xa = np.hstack([X, np.ones((300, 1))])
+    H = softmax_hessian(X, 3, l2, w)
+    from tests.helpers import softmax_objective
+
+    g = softmax_objective(X, y, 3, l2)(w)[1]
+    D = -np.linalg.solve(H, g)
+    span = np.ptp(Xa @ D.reshape(3, -1).T, axis=1).max()
+    bound = newton_certificate(np.linalg.norm(D), D @ H @ D, 0.0, span, np.linalg.norm(g), np.linalg.norm(H @ D),
+                               self_concordance_constant(np.linalg.norm(X, axis=1).max()), l2, np.linalg.norm(w))
+    true = np.linalg.norm(w - w_star)
+    assert true <= bound.at_point <= 1.05 * true
+    assert np.linalg.norm(w + D - w_star) <= bound.after_step < 0.05 * true
