@@ -7,18 +7,10 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from miniunlearn.cli import main
 from miniunlearn.service import forget
+from tests.helpers import run_cli
 
 
-def run_cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _weights(model_dir):

@@ -1,7 +1,6 @@
 """The deletion ledger: recorded requests, idempotent repeats, refusals, cumulative forgetting."""
 
 import json
-import shutil
 import sqlite3
 import threading
 from numbers import Real
@@ -21,6 +20,7 @@ from miniunlearn.methods.retrain import Retrain
 from miniunlearn.runs.run import load_model, open_run
 from miniunlearn.service import LedgerWarning, forget
 from miniunlearn.service.ledger import LEDGER_FILE, Ledger, decode_ids, encode_ids, ids_sha256, request_lock
+from tests.helpers import fresh_run
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def run(trained, tmp_path):
     """A fresh copy of the trained run (no ledger yet)."""
-    path = tmp_path / "run"
-    shutil.copytree(trained, path)
-    return open_run(path)
+    return fresh_run(trained, tmp_path)
 
 
 @pytest.fixture
