@@ -39,7 +39,8 @@ def _now() -> str:
 def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: float = DEFAULT_TOL,
           max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
           deltagrad_history: bool = False, memory_budget: int | None = None,
-          curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Run:
+          curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
+          mini_history: bool = True) -> Run:
     """Train on ``dataset``, record the unlearning history and write the run directory ``out``.
 
     Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` by Newton-CG until
@@ -47,6 +48,10 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     schedule and, with ``deltagrad_history``, records every iterate for DeltaGrad. Nothing is
     written unless training succeeds (an unconverged solve raises
     :class:`~miniunlearn.core.errors.ConvergenceError`). Returns the opened :class:`Run`.
+
+    ``mini_history=False`` skips Mini-Unlearning's history (the dense curvature is most of a
+    converged training's cost): for models, such as shadow models, that no method will unlearn
+    with ``mini``.
     """
     config = TrainConfig(l2, mode, tol, max_iter, sgd_schedule or SGDSchedule(), chunk_rows)
     if curvature_dtype not in CURVATURE_DTYPES:
@@ -66,7 +71,7 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
 
     history = None
     history_meta: dict = {}
-    if config.mode == "converged":
+    if config.mode == "converged" and mini_history:
         chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
         objective = Objective(model, rows, config.l2)
         with progress_bar(f"history ({chosen} curvature)", None), measure() as build:
