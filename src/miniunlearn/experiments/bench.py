@@ -161,9 +161,10 @@ def _row_key(row: dict) -> tuple:
     return (row["dataset_spec"], round(row["ratio"], 10), row["seed"], row["method"], row["refine"])
 
 
-def _population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int, seed: int) -> dict:
-    """Loss-attack AUC and SVC MIA-efficacy per model, on seeded subsamples of at most ``max_rows``
-    forget / test / shadow-member rows (the SVC's cost grows quadratically with its rows)."""
+def capped_population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int, seed: int) -> dict:
+    """``{name: {"loss_auc", "efficacy", "efficacy_ci"}}``: the loss attack's AUC and SalUn's SVC
+    MIA-efficacy per model, on seeded subsamples of at most ``max_rows`` forget / test /
+    shadow-member rows (the SVC's cost grows quadratically with its rows)."""
     ds = run.dataset
     rng = np.random.default_rng([seed, 99])
 
@@ -180,8 +181,8 @@ def _population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int
         s = sample_scores(run.model, theta, ds.X_train, ds.y_train, shadow, ("confidence",))
         folds = int(min(5, len(forget), len(test)))
         auc = loss_attack(f["loss"], t["loss"], seed=seed, folds=folds)["auc"] if folds >= 2 else float("nan")
-        efficacy = svc_mia_efficacy(s["confidence"], t["confidence"], f["confidence"])["efficacy"]
-        out[name] = (auc, efficacy)
+        svc = svc_mia_efficacy(s["confidence"], t["confidence"], f["confidence"])
+        out[name] = {"loss_auc": auc, "efficacy": svc["efficacy"], "efficacy_ci": svc["efficacy_ci"]}
     return out
 
 
@@ -252,7 +253,8 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
             ctx["methods"][key] = (ORIGINAL, {}, original)
         mia = {}
         if config.population_attacks and ctx["methods"]:
-            mia = _population_attacks(run, {**ctx["thetas"], "__retrained__": theta_R}, ids, config.mia_max_rows, seed)
+            mia = capped_population_attacks(run, {**ctx["thetas"], "__retrained__": theta_R}, ids, config.mia_max_rows,
+                                            seed)
         exactness = {}
         if (config.exactness_shadows and ratio in config.exactness_ratios and seed in config.exactness_seeds
                 and ctx["methods"]):
@@ -283,8 +285,9 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
                 if extra in s:
                     row[extra] = s[extra]
             if key in mia:
-                row["mia_loss_auc"], row["mia_efficacy"] = mia[key]
-                row["mia_loss_auc_retrain"], row["mia_efficacy_retrain"] = mia["__retrained__"]
+                row["mia_loss_auc"], row["mia_efficacy"] = mia[key]["loss_auc"], mia[key]["efficacy"]
+                reference = mia["__retrained__"]
+                row["mia_loss_auc_retrain"], row["mia_efficacy_retrain"] = reference["loss_auc"], reference["efficacy"]
             if key in exactness:
                 row.update(exactness[key])
             rows.append(row)
