@@ -107,6 +107,7 @@ def test_models_of_another_request_are_refused(overfit, capsys, tmp_path, comman
     (["--shadows", "-2"], "--shadows and --exactness-shadows must be"),
     (["--shadows", "0", "--exactness-shadows", "2"], "at least 4"),
     (["--targets", "1"], "at least 2 targets"),
+    (["--variance-floor", "2"], "variance floor"),
     (["--set", "refine=1"], "name the method too"),
     (["--shadow-method", "no-such-method"], "unknown unlearning method"),
 ])

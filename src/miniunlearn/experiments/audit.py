@@ -166,6 +166,8 @@ def audit(request: Request, *, shadows: int = DEFAULT_SHADOWS, targets: int = DE
     if shadows or exactness_shadows:  # settle the shadow settings before any work
         if variance not in VARIANCES:
             raise InputError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
+        if not 0 <= relative_floor <= 1:
+            raise InputError(f"the relative variance floor must lie in [0, 1], got {relative_floor}")
         groups = _method_groups(request, shadow_method, shadow_options)
         check_methods([ShadowMethod(label, method, options) for label, (method, options, _) in groups.items()], run)
     if shadows:
