@@ -49,7 +49,8 @@ def main(argv=None) -> None:
     parser.add_argument("--draws", type=int, help="noise draws per certified release")
     parser.add_argument("--replicates", type=int, help="bootstrap replicates of the U-LiRA intervals")
     parser.add_argument("--workers", type=int, help="shadow trainings in parallel processes (default 2)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the main process (default 1: on a shared machine more threads thrash)")
     parser.add_argument("--out", type=Path, help="results folder")
     parser.add_argument("--work", type=Path, help="runs, stored models and shadow caches")
     parser.add_argument("--fresh", action="store_true",

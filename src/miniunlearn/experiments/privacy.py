@@ -363,6 +363,15 @@ def _ulira_table(part: dict, family: Family, ratios: list[str]) -> list[str]:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("")
     for r in ratios:
+        before = part["ratios"][r]["attacks"][family.original]
+        low, high = before.get("auc_minus_reference_ci", [0.0, 0.0])
+        if low <= 0.0 <= high:
+            lines.append(f"At {r}: the original model itself is not distinguishable from retraining "
+                         f"({before['auc_minus_reference']:+.3f} [{low:+.3f}, {high:+.3f}]): on this data the attack "
+                         "cannot detect membership even before unlearning: matching retraining shows little here, and a "
+                         "method above retraining leaks through its own changes.")
+    lines.append("")
+    for r in ratios:
         png = part["ratios"][r].get("roc_png")
         if png:
             lines.append(f"![population U-LiRA, {family.mode}, forget {r}]({png})")

@@ -335,8 +335,8 @@ def population_ulira(run, ratios, methods: list[ShadowMethod], *, n_shadows: int
         if out_dir is not None:
             png = Path(out_dir) / f"ulira_r{key}.png"
             negatives = next(iter(attacks.values()))["n_negative"]
-            plot_roc(curves, png, f"population U-LiRA{': ' + title if title else ''}, forget {float(key):.0%}\n"
-                                  f"{plan.n_shadows} leave-one-out target models x {plan.n_targets} targets",
+            heading = f"population U-LiRA, forget {float(key):.0%}" + (f"\n{title}" if title else "")
+            plot_roc(curves, png, f"{heading}\n{plan.n_shadows} leave-pair-out target models x {plan.n_targets} targets",
                      negatives)
             entry["roc_png"] = str(png)
         by_ratio[key] = entry
