@@ -67,7 +67,7 @@ def test_a_rerun_resumes_without_recomputing(bench):
 
 
 def test_bad_configuration_is_refused(tmp_path):
-    with pytest.raises(InputError, match="at least 6 shadows"):
+    with pytest.raises(InputError, match="at least 6"):
         run_privacy(PrivacyConfig(datasets=[SPEC], shadows=4), tmp_path / "o", tmp_path / "w")
     with pytest.raises(InputError, match="epsilon"):
         run_privacy(PrivacyConfig(datasets=[SPEC], epsilons=[0.0]), tmp_path / "o", tmp_path / "w")

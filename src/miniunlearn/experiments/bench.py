@@ -32,7 +32,7 @@ from miniunlearn.core.text import parse_spec, slug
 from miniunlearn.data import dataset_info, load_dataset
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.evaluation.mia import loss_attack, sample_scores, shadow_member_ids, svc_mia_efficacy
-from miniunlearn.experiments.exactness import exactness_test
+from miniunlearn.experiments.exactness import MIN_EXACTNESS_SHADOWS, check_shadow_count, exactness_test
 from miniunlearn.experiments.shadows import ShadowMethod
 from miniunlearn.methods import UnlearnResult, get_method
 from miniunlearn.models.rows import retained_ids
@@ -78,9 +78,8 @@ class BenchConfig:
                 raise InputError(f"ratios are fractions in (0, 1); got {ratio}")
         for spec in self.methods:
             parse_method(spec)
-        if self.exactness_shadows and (self.exactness_shadows < 4 or self.exactness_shadows % 2):
-            raise InputError(f"the exactness test needs an even number of at least 4 shadows, got "
-                             f"{self.exactness_shadows}")
+        if self.exactness_shadows:
+            check_shadow_count(self.exactness_shadows, minimum=MIN_EXACTNESS_SHADOWS)
 
 
 PRESETS: dict[str, BenchConfig] = {

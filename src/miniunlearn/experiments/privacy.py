@@ -37,9 +37,9 @@ from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json, load
 from miniunlearn.core.text import slug
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.experiments.bench import capped_population_attacks, ensure_run, resolve_dataset
-from miniunlearn.experiments.exactness import exactness_test
+from miniunlearn.experiments.exactness import MIN_EXACTNESS_SHADOWS, check_shadow_count, exactness_test
 from miniunlearn.experiments.shadows import ShadowMethod
-from miniunlearn.experiments.ulira import population_ulira, ratio_key
+from miniunlearn.experiments.ulira import MIN_SHADOWS, population_ulira, ratio_key
 from miniunlearn.privacy import ReleaseRequest
 from miniunlearn.service import forget
 from miniunlearn.service.release import publish
@@ -112,11 +112,10 @@ class PrivacyConfig:
             raise InputError("the privacy benchmark needs at least one dataset and one ratio")
         if any(not 0 < r < 1 for r in self.ratios):
             raise InputError(f"ratios are fractions in (0, 1); got {self.ratios}")
-        if self.shadows and (self.shadows < 6 or self.shadows % 2):
-            raise InputError(f"population U-LiRA needs an even number of at least 6 shadows, got {self.shadows}")
-        if self.exactness_shadows and (self.exactness_shadows < 4 or self.exactness_shadows % 2):
-            raise InputError(f"the exactness test needs an even number of at least 4 shadows, got "
-                             f"{self.exactness_shadows}")
+        if self.shadows:
+            check_shadow_count(self.shadows, minimum=MIN_SHADOWS)
+        if self.exactness_shadows:
+            check_shadow_count(self.exactness_shadows, minimum=MIN_EXACTNESS_SHADOWS)
         for epsilon in self.epsilons:
             ReleaseRequest(epsilon, self.delta)
         if self.draws < 1 or self.workers < 1:
@@ -275,6 +274,7 @@ def run_privacy(config: PrivacyConfig, out: str | Path, work: str | Path, log=pr
         spec, label = resolve_dataset(name)
         entry = results["datasets"].setdefault(label, {"spec": spec, "parts": {}})
         entry["spec"] = spec
+        entry["command"] = command
         tag = slug(label)
         if fresh:
             entry["parts"] = {}
@@ -438,7 +438,8 @@ def write_privacy_report(results: dict, out: str | Path) -> Path:
     config = results["config"]
     ratios = [ratio_key(r) for r in config["ratios"]]
     lines = ["# Privacy: population U-LiRA, exactness test, MIA-efficacy, certified releases", "",
-             f"Regenerate with `{results.get('command') or 'python benchmarks/privacy.py'}` (resumable).", "",
+             "Regenerate with the command under each dataset's heading (`benchmarks/privacy.py`, resumable; "
+             "`--fresh` after a change of the methods' code).", "",
              "How to read it (docs/evaluation.md): population U-LiRA is the privacy figure -- each method's AUC "
              "next to retraining's, measured through the same pipeline, and their paired difference; an "
              "interval of the difference that contains 0 means the attack cannot tell the method from "
@@ -454,7 +455,8 @@ def write_privacy_report(results: dict, out: str | Path) -> Path:
         tag = " (synthetic)" if first.get("synthetic") else ""
         lines += [f"## {label}{tag}", "", f"`{entry['spec']}`: {first.get('n_train', '?')} training + "
                   f"{first.get('n_test', '?')} test rows, {first.get('n_features', '?')} features, "
-                  f"{first.get('n_classes', '?')} classes; λ = {config['l2']:g}.", ""]
+                  f"{first.get('n_classes', '?')} classes; λ = {config['l2']:g}. Computed with "
+                  f"`{entry.get('command') or results.get('command')}`.", ""]
         for family_name, family in families().items():
             part = entry["parts"].get(f"ulira/{family_name}")
             what = ("converged runs (Newton-CG)" if family.mode == "converged"
