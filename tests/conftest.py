@@ -51,3 +51,28 @@ def overfit(tmp_path_factory):
     retrained = forget(run, ids, method="retrain", out=root / "retrained")
     return {"root": root, "run": run, "dataset": dataset, "ids": ids, "ids_file": ids_file,
             "retrained_dir": root / "retrained", "theta_T": run.theta(), "theta_R": retrained.theta}
+
+
+@pytest.fixture(scope="session")
+def partial_method():
+    """A test-only unlearning method that leaves a share of the deletion undone:
+    ``w_T + alpha (w_R - w_T)`` -- alpha 1/2 is half-done unlearning, alpha 1 - 1e-4 a tiny residual."""
+    from numbers import Real
+
+    from miniunlearn.core.params import Interval, Param
+    from miniunlearn.methods import UnlearningMethod, register, unregister
+    from miniunlearn.training import TrainConfig, fit
+
+    @register
+    class Partial(UnlearningMethod):
+        name = "test-partial"
+        summary = "test only"
+        parameters = {"alpha": Param(0.5, Interval(Real, 0, 1))}
+
+        def unlearn(self, ctx):
+            theta_R, _, _ = fit(ctx.model, ctx.retained_rows, TrainConfig.from_dict(ctx.run.config))
+            theta_T = ctx.original_theta()
+            return theta_T + self.alpha * (theta_R - theta_T)
+
+    yield "test-partial"
+    unregister("test-partial")

@@ -1,4 +1,5 @@
-"""Independent reference computations used by several tests (numpy/scipy only, no miniunlearn code)."""
+"""Helpers used by several tests: independent reference computations (numpy/scipy only, no
+miniunlearn code), the in-process command line, and fresh copies of trained runs."""
 
 from __future__ import annotations
 
@@ -112,3 +113,27 @@ def write_idx(path, array: np.ndarray, gz: bool = True) -> None:
     opener = gzip.open if gz else open
     with opener(path, "wb") as handle:
         handle.write(data)
+
+
+def run_cli(capsys, *args):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    from miniunlearn.cli import main
+
+    try:
+        main([str(a) for a in args])
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def fresh_run(trained, tmp_path):
+    """A copy of the run directory ``trained`` under ``tmp_path`` (so its ledger starts empty), opened."""
+    import shutil
+
+    from miniunlearn.runs.run import open_run
+
+    path = tmp_path / "run"
+    shutil.copytree(trained, path)
+    return open_run(path)

@@ -6,17 +6,7 @@ import numpy as np
 import pytest
 
 from miniunlearn.cli import main
-
-
-def run_cli(capsys, *args):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(list(map(str, args)))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers import run_cli
 
 
 @pytest.fixture(scope="module")

@@ -7,18 +7,8 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from miniunlearn.cli import main
 from miniunlearn.service import forget
-
-
-def run_cli(capsys, *args):
-    try:
-        main([str(a) for a in args])
-        code = 0
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from tests.helpers import run_cli
 
 
 def _weights(model_dir):
@@ -68,16 +58,24 @@ def test_audit_with_shadows_writes_json_and_plots(overfit, capsys, tmp_path):
     re = overfit["retrained_dir"]
     out_dir = tmp_path / "audit"
     code, out, err = run_cli(capsys, "audit", re, "--against", re, "--run", overfit["run"].path,
-                             "--ids", overfit["ids_file"], "--shadows", "4", "--max-targets", "30", "--out", out_dir)
+                             "--ids", overfit["ids_file"], "--shadows", "6", "--targets", "30",
+                             "--exactness-shadows", "4", "--max-targets", "30", "--out", out_dir)
     assert code == 0, err
-    assert "U-LiRA" in out and "MIA-efficacy" in out and "population loss attack" in out
+    assert "population U-LiRA" in out and "MIA-efficacy" in out and "population loss attack" in out
+    assert "exactness test, NOT a privacy figure" in out
     payload = json.loads((out_dir / "audit.json").read_text())
-    attacks = payload["ulira"]["attacks"]
-    assert set(attacks) == {"retrain", "lira"}
-    assert set(attacks["retrain"]["targets"]) == {"retrain", "retrained", "original"}
-    assert payload["ulira"]["protocol"]["n_targets"] == 60
-    for label in ("retrain", "lira"):
-        assert (out_dir / f"ulira_{label}.png").is_file()
+    ulira = payload["ulira"]
+    assert ulira["protocol"]["n_shadows"] == 6 and ulira["protocol"]["n_targets"] == 30
+    assert ulira["protocol"]["ratios"] == [pytest.approx(0.4)]
+    (key, entry), = ulira["ratios"].items()
+    assert set(entry["attacks"]) == {"retrain", "original"} and ulira["models"] == {"retrain": ["retrain"]}
+    assert (out_dir / f"ulira_r{key}.png").is_file()
+    exactness = payload["exactness_test"]
+    assert set(exactness["attacks"]) == {"retrain", "original"}
+    assert set(exactness["attacks"]["retrain"]["targets"]) == {"retrain", "retrained", "original"}
+    assert exactness["protocol"]["n_targets"] == 60
+    for label in ("retrain", "original"):
+        assert (out_dir / f"exactness_{label}.png").is_file()
 
 
 def _copy_with_result(src, dst, **changes):
@@ -103,8 +101,11 @@ def test_models_of_another_request_are_refused(overfit, capsys, tmp_path, comman
 
 @pytest.mark.parametrize("extra, message", [
     (["--shadows", "3"], "even number"),
-    (["--shadows", "2"], "at least 4"),
-    (["--shadows", "-2"], "--shadows must be"),
+    (["--shadows", "4"], "at least 6"),
+    (["--shadows", "-2"], "--shadows and --exactness-shadows must be"),
+    (["--shadows", "0", "--exactness-shadows", "2"], "at least 4"),
+    (["--targets", "1"], "at least 2 targets"),
+    (["--variance-floor", "2"], "variance floor"),
     (["--set", "refine=1"], "name the method too"),
     (["--shadow-method", "no-such-method"], "unknown unlearning method"),
 ])

@@ -17,7 +17,7 @@ def bench(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     config = BenchConfig(datasets=["breast_cancer"], ratios=[0.1, 0.3], methods=["mini:refine=0", "mini", "retrain",
                                                                                  "deltagrad"],
-                         seeds=[0], shadows=0, mia_max_rows=200)
+                         seeds=[0], exactness_shadows=0, mia_max_rows=200)
     rows = run_bench(config, out, log=lambda *_: None)
     return config, out, rows
 

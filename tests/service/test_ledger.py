@@ -22,6 +22,7 @@ from miniunlearn.methods.retrain import Retrain
 from miniunlearn.runs.run import load_model, open_run
 from miniunlearn.service import LedgerWarning, forget
 from miniunlearn.service.ledger import LEDGER_FILE, Ledger, decode_ids, encode_ids, ids_sha256, request_lock
+from tests.helpers import fresh_run
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +37,7 @@ def trained(tmp_path_factory):
 @pytest.fixture
 def run(trained, tmp_path):
     """A fresh copy of the trained run (no ledger yet)."""
-    path = tmp_path / "run"
-    shutil.copytree(trained, path)
-    return open_run(path)
+    return fresh_run(trained, tmp_path)
 
 
 @pytest.fixture

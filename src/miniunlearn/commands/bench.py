@@ -23,13 +23,14 @@ def attach(cli) -> None:
     @click.option("--ratios", multiple=True, help="Override the ratios (fractions, comma-separated).")
     @click.option("--methods", multiple=True, help="Override the methods (NAME[:key=value], comma-separated).")
     @click.option("--seeds", multiple=True, help="Override the seeds (comma-separated).")
-    @click.option("--shadows", type=int, default=None, help="U-LiRA shadow models (0 turns U-LiRA off).")
+    @click.option("--exactness-shadows", type=int, default=None,
+                  help="Shadow models of the exactness test (fixed rows; 0 turns it off).")
     @click.option("--no-attacks", is_flag=True, help="Skip the population membership attacks.")
     @click.option("--threads", type=int, default=None, help="torch threads (default: torch's own choice).")
     @click.option("--out", required=True, type=click.Path(file_okay=False),
                   help="Output folder (results.json, report.md, plots, cached runs). Rerun to resume.")
     @JSON_OPTION
-    def bench(preset, datasets, ratios, methods, seeds, shadows, no_attacks, threads, out, as_json):
+    def bench(preset, datasets, ratios, methods, seeds, exactness_shadows, no_attacks, threads, out, as_json):
         """Run every dataset x ratio x method x seed against retraining; write results.json and report.md.
 
         Finished rows are skipped, so an interrupted benchmark resumes where it stopped.
@@ -48,8 +49,8 @@ def attach(cli) -> None:
             config.methods = _split(methods, str)
         if seeds:
             config.seeds = _split(seeds, int)
-        if shadows is not None:
-            config.shadows = shadows
+        if exactness_shadows is not None:
+            config.exactness_shadows = exactness_shadows
         if no_attacks:
             config.population_attacks = False
         log = (lambda *_: None) if as_json else (lambda msg: click.echo(msg, err=True))

@@ -96,32 +96,61 @@ def _print_audit(payload: dict) -> None:
         out.print(svc)
     ulira = payload.get("ulira")
     if ulira:
-        proto = ulira["protocol"]
-        for label, attack in ulira["attacks"].items():
-            what = "no unlearning: classic LiRA" if attack["method"] is None else f"shadows unlearned with {attack['method']}"
-            table = Table(title=f"3. U-LiRA ({what}; {proto['n_shadows']} shadows, {proto['n_targets']} targets = "
-                                f"{proto['n_slots']} forgotten + {proto['n_slots']} unseen; {proto['variance']} variance)",
-                          title_justify="left")
-            for col in ("model", "online AUC [95% CI]", "TPR@1%", "TPR@0.1%", "offline AUC [95% CI]", "TPR@1%",
-                        "TPR@0.1%"):
-                table.add_column(col, justify="left" if col == "model" else "right")
-            for name, r in attack["targets"].items():
-                on, off = r["online"], r["offline"]
-                table.add_row(name, _ci(on["auc"], on["auc_ci"]), f"{on['tpr_at_fpr']['0.01']:.3f}",
-                              f"{on['tpr_at_fpr']['0.001']:.3f}", _ci(off["auc"], off["auc_ci"]),
-                              f"{off['tpr_at_fpr']['0.01']:.3f}", f"{off['tpr_at_fpr']['0.001']:.3f}")
-            out.print(table)
-            sep = attack["shadow_separation"]["median_abs_mean_gap_over_sd_out"]
-            note = f"[dim]median |mu_in - mu_out| / sd_out over examples: {sep:.3g}"
-            if "roc_png" in attack:
-                note += f"; ROC plot: {attack['roc_png']}"
-            out.print(note + "[/dim]")
-        t = ulira["time"]
-        out.print(f"[dim]shadows: {t['shadows_wall_s']:.1f} s wall with {t['workers']} worker(s); per shadow "
-                  + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.1f} s"
-                             for k, v in t["mean_per_shadow_s"].items()) + "[/dim]")
+        _print_population_ulira(out, ulira)
+    exactness = payload.get("exactness_test")
+    if exactness:
+        _print_exactness_test(out, exactness)
     if payload.get("out"):
         out.print(f"[dim]wrote {payload['out']}[/dim]")
+
+
+def _print_population_ulira(out, ulira: dict) -> None:
+    from rich.table import Table
+
+    proto = ulira["protocol"]
+    for key, entry in ulira["ratios"].items():
+        table = Table(title=f"3. population U-LiRA (Hayes et al.): shadows on random halves of the population, "
+                            f"forget {float(key):.1%}; {proto['n_shadows']} leave-pair-out target models x "
+                            f"{proto['n_targets']} targets; retraining is what \"cannot tell\" looks like here",
+                      title_justify="left")
+        for col in ("shadows unlearned with", "models", "AUC [95% CI]", "AUC - retrain [95% CI]", "TPR@1% FPR [CI]",
+                    "TPR@0.1% FPR [CI]"):
+            table.add_column(col, justify="left" if col in ("shadows unlearned with", "models") else "right")
+        for label, r in entry["attacks"].items():
+            names = ", ".join(ulira["models"].get(label, [])) or {"retrain": "(reference)",
+                                                                  "original": "(no unlearning)"}.get(label, "")
+            difference = (_ci(r["auc_minus_reference"], r["auc_minus_reference_ci"]) if "auc_minus_reference" in r
+                          else "–")
+            table.add_row(label, names, _ci(r["auc"], r["auc_ci"]), difference,
+                          _ci(r["tpr_at_fpr"]["0.01"], r["tpr_at_fpr_ci"]["0.01"]),
+                          _ci(r["tpr_at_fpr"]["0.001"], r["tpr_at_fpr_ci"]["0.001"]))
+        out.print(table)
+        note = f"[dim]{proto['interval']}; the attack measures the method, not one model"
+        if "roc_png" in entry:
+            note += f"; ROC plot: {entry['roc_png']}"
+        out.print(note + "[/dim]")
+    t = ulira["time"]
+    out.print(f"[dim]population shadows: {t['shadows_wall_s']:.1f} s wall with {t['workers']} worker(s)[/dim]")
+
+
+def _print_exactness_test(out, exactness: dict) -> None:
+    from rich.table import Table
+
+    proto = exactness["protocol"]
+    for label, attack in exactness["attacks"].items():
+        what = "no unlearning" if attack["method"] is None else f"shadows unlearned with {attack['method']}"
+        table = Table(title=f"4. exactness test, NOT a privacy figure (fixed rows: does the method reproduce "
+                            f"retraining bit for bit? {what}; {proto['n_shadows']} shadows, {proto['n_targets']} "
+                            f"targets)", title_justify="left")
+        for col in ("model", "online AUC [95% CI]", "TPR@1%", "TPR@0.1%", "offline AUC [95% CI]"):
+            table.add_column(col, justify="left" if col == "model" else "right")
+        for name, r in attack["targets"].items():
+            on, off = r["online"], r["offline"]
+            table.add_row(name, _ci(on["auc"], on["auc_ci"]), f"{on['tpr_at_fpr']['0.01']:.3f}",
+                          f"{on['tpr_at_fpr']['0.001']:.3f}", _ci(off["auc"], off["auc_ci"]))
+        out.print(table)
+    out.print("[dim]every shadow holds the run's own rows, so an exact method scores 0.5 by construction and any "
+              "deterministic residual, however small, scores above it: read it as exact / not exact[/dim]")
 
 
 def attach(cli) -> None:
@@ -158,35 +187,46 @@ def attach(cli) -> None:
                   help="The forgotten rows: one 0-based row id per line (default: every row forgotten so far, "
                        "from the run's deletion ledger).")
     @click.option("--shadows", type=int, default=16, show_default=True,
-                  help="U-LiRA shadow models (even, >= 4; 0 skips U-LiRA). Each is one training run like the original.")
+                  help="Population U-LiRA shadow models (even, >= 6; 0 skips it). Each trains the run's "
+                       "configuration on half the population.")
+    @click.option("--targets", type=int, default=500, show_default=True,
+                  help="Population U-LiRA: target examples drawn from the training and test rows.")
     @click.option("--shadow-method", default=None,
                   help="Method the shadows unlearn with (default: each MODEL_DIR's own, from its result.json).")
     @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE",
                   help="Option of --shadow-method (repeatable).")
     @click.option("--workers", type=int, default=1, show_default=True,
                   help="Shadow trainings in parallel processes (each gets CPUs / workers threads).")
-    @click.option("--max-targets", type=int, default=None,
-                  help="U-LiRA: at most this many forgotten rows (and as many unseen test rows) are scored.")
     @click.option("--variance", type=click.Choice(["per-example", "global"]), default="per-example", show_default=True,
-                  help="U-LiRA: per-example Gaussian variances, or one pooled variance (steadier with few shadows).")
-    @click.option("--no-lira", is_flag=True, help="Skip classic LiRA (shadows not unlearned) on the original model.")
+                  help="Per-example Gaussian variances (floored at --variance-floor x their mean), or one pooled "
+                       "variance.")
+    @click.option("--variance-floor", type=float, default=0.1, show_default=True,
+                  help="Population U-LiRA: per-example variances are at least this share of their mean.")
+    @click.option("--exactness-shadows", type=int, default=0, show_default=True,
+                  help="Also run the exactness test with this many fixed-rows shadows (even, >= 4): does each "
+                       "method reproduce retraining bit for bit? Not a privacy figure.")
+    @click.option("--max-targets", type=int, default=None,
+                  help="Exactness test: at most this many forgotten rows (and as many unseen test rows) are scored.")
     @click.option("--svc-feature", "svc_features", multiple=True, default=("confidence",), show_default=True,
                   type=click.Choice(["confidence", "entropy", "m_entropy"]), help="SVC MIA feature (repeatable).")
     @click.option("--seed", type=int, default=0, show_default=True, help="Seed of every sampling step.")
     @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
-                  help="Directory for audit.json, the U-LiRA ROC plots (PNG) and scores (npz).")
+                  help="Directory for audit.json and the ROC plots (PNG).")
     @click.option("--tmp-dir", type=click.Path(file_okay=False), default=None,
                   help="Where shadow run directories (with their histories) live while they exist.")
     @JSON_OPTION
-    def audit(model_dirs, retrained_dir, run_dir, ids_file, shadows, shadow_method, settings, workers, max_targets,
-              variance, no_lira, svc_features, seed, out_dir, tmp_dir, as_json):
+    def audit(model_dirs, retrained_dir, run_dir, ids_file, shadows, targets, shadow_method, settings, workers,
+              variance, variance_floor, exactness_shadows, max_targets, svc_features, seed, out_dir, tmp_dir, as_json):
         """Membership-inference audit of the forget set: MODEL_DIRS, the retrained and the original model.
 
         \b
         1. population loss attack (forgotten vs test rows, cross-validated): AUC, balanced accuracy;
         2. SalUn's confidence-SVC MIA-efficacy: share of forgotten rows judged unseen;
-        3. U-LiRA with --shadows shadow models unlearned by the method under test: AUC and TPR at
-           1 % / 0.1 % FPR, online and offline, log-log ROC plots in --out.
+        3. population U-LiRA (Hayes et al. 2024): --shadows shadow models trained on random halves
+           of the training and test rows, unlearned at this request's forget ratio by each model's
+           method, by retraining and not at all; every shadow scored leave-pair-out; AUC and TPR at
+           1 % / 0.1 % FPR with bootstrap intervals, and each method's AUC minus retraining's;
+        4. with --exactness-shadows: the exactness test (fixed rows; not a privacy figure).
         Every number is shown next to the retrained model's, which is what chance looks like here.
         Without --ids the forget set is every row forgotten so far (the run's deletion ledger).
         """
@@ -202,14 +242,16 @@ def attach(cli) -> None:
         options = parse_key_values(settings, "--set")
         if options and not shadow_method:
             raise InputError("--set gives options of --shadow-method; name the method too")
-        if shadows < 0:
-            raise InputError(f"--shadows must be 0 (no U-LiRA) or an even number >= 4, got {shadows}")
+        if shadows < 0 or exactness_shadows < 0:
+            raise InputError("--shadows and --exactness-shadows must be 0 (skip) or even numbers of shadow models")
         request = load_request(run_dir, ids_file, model_dirs, retrained_dir)
-        with progress_bar("U-LiRA shadow models", shadows or None) as advance:
-            payload = audit_request(request, shadows=shadows, shadow_method=shadow_method, shadow_options=options,
-                                    lira=not no_lira, max_targets=max_targets, variance=variance.replace("-", "_"),
-                                    workers=workers, seed=seed, svc_features=tuple(dict.fromkeys(svc_features)),
-                                    out_dir=out_dir, tmp_dir=tmp_dir, progress=advance)
+        with progress_bar("shadow models", (shadows + exactness_shadows) or None) as advance:
+            payload = audit_request(request, shadows=shadows, targets=targets, shadow_method=shadow_method,
+                                    shadow_options=options, variance=variance.replace("-", "_"),
+                                    relative_floor=variance_floor, exactness_shadows=exactness_shadows,
+                                    max_targets=max_targets, workers=workers, seed=seed,
+                                    svc_features=tuple(dict.fromkeys(svc_features)), out_dir=out_dir,
+                                    tmp_dir=tmp_dir, progress=advance)
         if out_dir is not None:
             path = Path(out_dir) / "audit.json"
             payload["out"] = str(path)

@@ -76,7 +76,7 @@ def _describe(request, busy: bool) -> dict:
     if request.status == "started":  # running if some process holds the run's request lock
         row["running"] = busy
     stats = request.stats
-    for key in ("time_s", "n_forget", "n_forget_request"):
+    for key in ("time_s", "n_forget", "n_forget_request", "release"):
         if key in stats:
             row[key] = stats[key]
     return row

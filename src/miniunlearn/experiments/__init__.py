@@ -1,3 +1,4 @@
 """Experiments that train and unlearn many models: the benchmark and its report, the evaluate and
-audit commands' orchestration, and U-LiRA's shadow models. Everything measured here is computed by
+audit commands' orchestration, and the shadow models of the population U-LiRA (``ulira``, the
+privacy figure) and of the exactness test (``exactness``). Everything measured here is computed by
 :mod:`miniunlearn.evaluation`."""

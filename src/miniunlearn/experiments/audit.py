@@ -3,8 +3,8 @@
 Both take the run, the forget ids, one or more unlearned model directories and the retrained
 model directory; the original model is the run's own. Model directories written by
 ``miniunlearn forget`` carry a ``result.json`` that names the method, its options and a digest of
-the forget ids: a directory made for another forget set is refused, and the audit's U-LiRA
-shadows are unlearned with the same method and options.
+the forget ids: a directory made for another forget set is refused, and the audit's shadow models
+are unlearned with the same method and options.
 """
 
 from __future__ import annotations
@@ -22,7 +22,15 @@ from miniunlearn.core.storage import read_json
 from miniunlearn.evaluation.lira import VARIANCES
 from miniunlearn.evaluation.metrics import evaluate_models
 from miniunlearn.evaluation.mia import population_attacks
-from miniunlearn.experiments.shadows import MIN_SHADOWS, ShadowMethod, check_methods, check_shadow_count, ulira_audit
+from miniunlearn.experiments.exactness import MIN_EXACTNESS_SHADOWS, check_shadow_count, exactness_test
+from miniunlearn.experiments.shadows import ShadowMethod, check_methods
+from miniunlearn.experiments.ulira import (
+    DEFAULT_RELATIVE_FLOOR,
+    DEFAULT_SHADOWS,
+    DEFAULT_TARGETS,
+    make_population_plan,
+    population_ulira,
+)
 from miniunlearn.runs import Run, load_model, open_run
 from miniunlearn.service.ledger import forgotten_so_far, ids_sha256
 from miniunlearn.service.requests import read_ids_file, validate_forget_ids
@@ -136,69 +144,102 @@ def evaluate(request: Request) -> dict:
             **report, "time_s": time.perf_counter() - start}
 
 
-def audit(request: Request, *, shadows: int = 16, shadow_method: str | None = None,
-          shadow_options: dict | None = None, lira: bool = True, max_targets: int | None = None,
-          variance: str = "per_example", workers: int = 1, threads: int | None = None, seed: int = 0,
-          svc_features=("confidence",), out_dir: str | Path | None = None, tmp_dir: str | Path | None = None,
-          save_scores: bool = True, progress=None) -> dict:
-    """The three attacks of docs/evaluation.md on every unlearned model, the retrained and the original model.
+def audit(request: Request, *, shadows: int = DEFAULT_SHADOWS, targets: int = DEFAULT_TARGETS,
+          shadow_method: str | None = None, shadow_options: dict | None = None, variance: str = "per_example",
+          relative_floor: float = DEFAULT_RELATIVE_FLOOR, exactness_shadows: int = 0, max_targets: int | None = None,
+          workers: int = 1, threads: int | None = None, seed: int = 0, svc_features=("confidence",),
+          out_dir: str | Path | None = None, tmp_dir: str | Path | None = None, save_scores: bool = True,
+          progress=None) -> dict:
+    """The attacks of docs/evaluation.md on every unlearned model, the retrained and the original model.
 
-    1. population loss attack and 2. SVC MIA-efficacy: :mod:`miniunlearn.evaluation.mia`;
-    3. U-LiRA (``shadows > 0``): :mod:`miniunlearn.evaluation.ulira`, with one set of shadows,
-    unlearned by each model's method (``shadow_method`` overrides), each method's attack scoring
-    its own model(s), the retrained and the original model; ``lira`` adds classic LiRA (shadows
-    not unlearned) on the original and retrained models, the attack's power before any unlearning.
+    1. population loss attack and 2. SVC MIA-efficacy (:mod:`miniunlearn.evaluation.mia`) on the
+    models themselves;
+    3. population U-LiRA (``shadows > 0``, :mod:`miniunlearn.experiments.ulira`): ``shadows``
+       shadow models on random halves of the population, unlearned at this request's forget ratio
+       by each model's method (``shadow_method`` overrides), by retraining and not at all
+       (original); it measures the *method* on this data and configuration;
+    4. the exactness test (``exactness_shadows > 0``, :mod:`miniunlearn.experiments.exactness`):
+       fixed-rows shadows, scoring the models themselves -- whether a method reproduces
+       retraining bit for bit, not a privacy figure.
     """
     run = request.run
-    targets = {m.name: m.theta for m in request.models}
-    targets["retrained"] = request.retrained.theta
-    targets["original"] = request.original.theta
-    if shadows:  # settle the U-LiRA settings before any work
-        check_shadow_count(shadows, minimum=MIN_SHADOWS)
+    models = {m.name: m.theta for m in request.models}
+    models["retrained"] = request.retrained.theta
+    models["original"] = request.original.theta
+    ratio = len(request.forget_ids) / run.n_train
+    if shadows or exactness_shadows:  # settle the shadow settings before any work
         if variance not in VARIANCES:
             raise InputError(f"variance must be one of {', '.join(VARIANCES)}, got {variance!r}")
-        methods, pairs = _shadow_methods(request, shadow_method, shadow_options, lira)
-        check_methods(methods, run)
+        if not 0 <= relative_floor <= 1:
+            raise InputError(f"the relative variance floor must lie in [0, 1], got {relative_floor}")
+        groups = _method_groups(request, shadow_method, shadow_options)
+        check_methods([ShadowMethod(label, method, options) for label, (method, options, _) in groups.items()], run)
+    if shadows:
+        population_methods = _population_methods(groups)
+        make_population_plan(run.dataset.n_train, run.dataset.n_test, [ratio], shadows, targets, seed)
+    if exactness_shadows:
+        check_shadow_count(exactness_shadows, minimum=MIN_EXACTNESS_SHADOWS)
     start = time.perf_counter()
-    population = population_attacks(run.model, targets, run.dataset, request.forget_ids, seed=seed,
+    population = population_attacks(run.model, models, run.dataset, request.forget_ids, seed=seed,
                                     svc_features=svc_features, chunk_rows=int(run.config.get("chunk_rows", 8192)))
     population_s = time.perf_counter() - start
     report = {"run": str(run.path), "n_train": run.n_train, "n_forget": int(len(request.forget_ids)),
-              "ratio": len(request.forget_ids) / run.n_train,
+              "ratio": ratio,
               "models": {m.name: {"dir": str(m.path), "method": m.method, "options": m.options}
                          for m in request.models},
               "retrained_dir": str(request.retrained.path), "seed": seed,
               "loss_attack": population["loss_attack"], "svc_mia": population["svc_mia"],
               "rows": population["rows"], "time": {"population_attacks_s": population_s}}
+    if out_dir is not None and (shadows or exactness_shadows):
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
     if shadows:
-        if out_dir is not None:
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-        report["ulira"] = ulira_audit(run, request.forget_ids, targets, methods, pairs=pairs, n_shadows=shadows,
-                                      max_targets=max_targets, variance=variance, workers=workers, threads=threads,
-                                      seed=seed, out_dir=out_dir, tmp_dir=tmp_dir, save_scores=save_scores,
-                                      progress=progress)
+        ulira = population_ulira(run, [ratio], population_methods, n_shadows=shadows, n_targets=targets,
+                                 variance=variance, relative_floor=relative_floor, seed=seed, workers=workers,
+                                 threads=threads, tmp_dir=tmp_dir, out_dir=out_dir, progress=progress)
+        ulira["models"] = {label: names for label, (_, _, names) in groups.items()}
+        report["ulira"] = ulira
+    if exactness_shadows:
+        methods = [ShadowMethod(label, method, options) for label, (method, options, _) in groups.items()]
+        methods.append(ShadowMethod(NO_UNLEARNING, None))
+        pairs = {label: names + ["retrained", "original"] for label, (_, _, names) in groups.items()}
+        pairs[NO_UNLEARNING] = ["original", "retrained"]
+        report["exactness_test"] = exactness_test(run, request.forget_ids, models, methods, pairs=pairs,
+                                                  n_shadows=exactness_shadows, max_targets=max_targets,
+                                                  variance=variance, workers=workers, threads=threads, seed=seed,
+                                                  out_dir=out_dir, tmp_dir=tmp_dir, save_scores=save_scores,
+                                                  progress=progress)
     report["time"]["total_s"] = time.perf_counter() - start
     return report
 
 
-def _shadow_methods(request: Request, shadow_method: str | None, shadow_options: dict | None, lira: bool):
-    """One U-LiRA attack per distinct (method, options) among the models; each scores its own
-    models, the retrained and the original model. Plus classic LiRA (no unlearning) if ``lira``."""
+NO_UNLEARNING = "original"  # the label of the shadows that are not unlearned (classic LiRA)
+REFERENCE = "retrain"
+
+
+def _method_groups(request: Request, shadow_method: str | None, shadow_options: dict | None) -> dict:
+    """``{label: (method, options, [model names])}``: one per distinct (method, options) among the models."""
     groups: dict[tuple, list[ModelEntry]] = {}
     for m in request.models:
         method = shadow_method or m.method
         if method is None:
             raise InputError(f"model {m.path} has no result.json naming its method; pass --shadow-method "
-                             "to say which method the U-LiRA shadows should unlearn with")
+                             "to say which method the shadow models should unlearn with")
         options = dict(shadow_options or {}) if shadow_method else dict(m.options)
         key = (method, json.dumps(options, sort_keys=True, default=str))
         groups.setdefault(key, []).append(m)
-    methods, pairs = [], {}
+    labelled: dict[str, tuple] = {}
     for (method, options_json), members in groups.items():
-        label = method if method not in pairs and method != "lira" else f"{method}:{members[0].name}"
-        methods.append(ShadowMethod(label, method, json.loads(options_json)))
-        pairs[label] = [m.name for m in members] + ["retrained", "original"]
-    if lira or not methods:
-        methods.append(ShadowMethod("lira", None))
-        pairs["lira"] = ["original", "retrained"]
-    return methods, pairs
+        options = json.loads(options_json)
+        label = method
+        if label in labelled or label == NO_UNLEARNING or (label == REFERENCE and options):
+            label = f"{method}:{members[0].name}"
+        labelled[label] = (method, options, [m.name for m in members])
+    return labelled
+
+
+def _population_methods(groups: dict) -> list[ShadowMethod]:
+    """The models' methods, retraining (the reference; once) and no unlearning (the original)."""
+    methods = [ShadowMethod(label, method, options) for label, (method, options, _) in groups.items()]
+    if REFERENCE not in groups:
+        methods.append(ShadowMethod(REFERENCE, REFERENCE))
+    return methods + [ShadowMethod(NO_UNLEARNING, None)]

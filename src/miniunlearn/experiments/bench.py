@@ -5,7 +5,9 @@ trajectory method such as DeltaGrad is asked for, a trajectory run (seeded SGD, 
 schedule). For each (dataset, ratio, seed) it draws a seeded random forget set, retrains in the same
 process with the same threads (the gold standard and the time every speedup divides), runs every
 method, and measures each result against that retrained model: relative residual, accuracies,
-population membership attacks, and (for the configured ratios) per-example U-LiRA. A group's rows
+population membership attacks, and (for the configured ratios) the exactness test of
+:mod:`miniunlearn.experiments.exactness` -- whether a method reproduces retraining bit for bit; the
+privacy figure, population U-LiRA, is ``benchmarks/privacy.py``'s. A group's rows
 are written to ``results.json`` atomically as soon as it is complete, so an interrupted run resumes
 where it stopped.
 
@@ -31,7 +33,8 @@ from miniunlearn.core.text import parse_spec, slug
 from miniunlearn.data import dataset_info, load_dataset
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.evaluation.mia import loss_attack, sample_scores, shadow_member_ids, svc_mia_efficacy
-from miniunlearn.experiments.shadows import ShadowMethod, ulira_audit
+from miniunlearn.experiments.exactness import MIN_EXACTNESS_SHADOWS, check_shadow_count, exactness_test
+from miniunlearn.experiments.shadows import ShadowMethod
 from miniunlearn.methods import UnlearnResult, get_method
 from miniunlearn.models.rows import retained_ids
 from miniunlearn.runs import RUN_JSON, open_run, train
@@ -43,7 +46,7 @@ ROW_KEYS = ("dataset", "dataset_spec", "synthetic", "n_train", "ratio", "seed", 
             "time_s", "retrain_time_s", "speedup_vs_retrain", "passes_forget", "passes_retained", "history_bytes",
             "peak_rss_bytes", "relative_residual", "l2_to_retrain", "test_acc", "test_acc_retrain", "forget_acc",
             "forget_acc_retrain", "mia_loss_auc", "mia_loss_auc_retrain", "mia_efficacy", "mia_efficacy_retrain",
-            "ulira_auc", "ulira_auc_retrain", "ulira_tpr_at_1pct_fpr", "ulira_tpr_at_0_1pct_fpr")
+            "exactness_auc", "exactness_auc_retrain", "exactness_tpr_at_1pct_fpr", "exactness_tpr_at_0_1pct_fpr")
 TRAJECTORY_METHODS = ("deltagrad",)
 RESULTS_JSON = "results.json"
 ORIGINAL = "original"  # the pseudo-method "do nothing": the trained model itself
@@ -60,11 +63,11 @@ class BenchConfig:
     l2: float = 1e-3
     population_attacks: bool = True
     mia_max_rows: int = 2000
-    shadows: int = 0               # U-LiRA shadow models (0: no U-LiRA)
-    ulira_ratios: list[float] = field(default_factory=list)
-    ulira_seeds: list[int] = field(default_factory=lambda: [0])
-    ulira_max_targets: int = 500
-    ulira_workers: int = 2
+    exactness_shadows: int = 0     # fixed-rows shadow models of the exactness test (0: no test)
+    exactness_ratios: list[float] = field(default_factory=list)
+    exactness_seeds: list[int] = field(default_factory=lambda: [0])
+    exactness_max_targets: int = 500
+    exactness_workers: int = 2
     sgd_epochs: int = 20
     include_original: bool = True  # a row for the model before unlearning, under the same attacks
 
@@ -76,8 +79,8 @@ class BenchConfig:
                 raise InputError(f"ratios are fractions in (0, 1); got {ratio}")
         for spec in self.methods:
             parse_method(spec)
-        if self.shadows and (self.shadows < 4 or self.shadows % 2):
-            raise InputError(f"U-LiRA needs an even number of at least 4 shadows, got {self.shadows}")
+        if self.exactness_shadows:
+            check_shadow_count(self.exactness_shadows, minimum=MIN_EXACTNESS_SHADOWS)
 
 
 PRESETS: dict[str, BenchConfig] = {
@@ -85,12 +88,12 @@ PRESETS: dict[str, BenchConfig] = {
         datasets=["digits", "breast_cancer", "synthetic:n_samples=4000,n_features=20,n_classes=4,seed=0"],
         ratios=[0.01, 0.1, 0.3, 0.5],
         methods=["mini:refine=0", "mini", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
-        seeds=[0], shadows=8, ulira_ratios=[0.1, 0.5], ulira_max_targets=200),
+        seeds=[0], exactness_shadows=8, exactness_ratios=[0.1, 0.5], exactness_max_targets=200),
     "paper": BenchConfig(
         datasets=["fashion-mnist", "covtype-shaped", "higgs-shaped"],
         ratios=[0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
         methods=["mini:refine=0", "mini", "retrain", "deltagrad", "newton", "finetune", "neggrad"],
-        seeds=[0, 1, 2], shadows=8, ulira_ratios=[0.1, 0.5], ulira_max_targets=500),
+        seeds=[0, 1, 2], exactness_shadows=8, exactness_ratios=[0.1, 0.5], exactness_max_targets=500),
     "mini": BenchConfig(
         datasets=["digits", "breast_cancer", "synthetic-100k", "fashion-mnist"],
         ratios=[0.01, 0.05, 0.1, 0.2, 0.3, 0.5],
@@ -98,7 +101,7 @@ PRESETS: dict[str, BenchConfig] = {
         seeds=[0, 1, 2], population_attacks=False),
     "demo": BenchConfig(
         datasets=["digits"], ratios=[0.1, 0.3, 0.5], methods=["mini:refine=0", "mini", "retrain", "deltagrad"],
-        seeds=[0], shadows=0),
+        seeds=[0], exactness_shadows=0),
 }
 
 ALIASES = {
@@ -158,9 +161,10 @@ def _row_key(row: dict) -> tuple:
     return (row["dataset_spec"], round(row["ratio"], 10), row["seed"], row["method"], row["refine"])
 
 
-def _population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int, seed: int) -> dict:
-    """Loss-attack AUC and SVC MIA-efficacy per model, on seeded subsamples of at most ``max_rows``
-    forget / test / shadow-member rows (the SVC's cost grows quadratically with its rows)."""
+def capped_population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int, seed: int) -> dict:
+    """``{name: {"loss_auc", "efficacy", "efficacy_ci"}}``: the loss attack's AUC and SalUn's SVC
+    MIA-efficacy per model, on seeded subsamples of at most ``max_rows`` forget / test /
+    shadow-member rows (the SVC's cost grows quadratically with its rows)."""
     ds = run.dataset
     rng = np.random.default_rng([seed, 99])
 
@@ -177,26 +181,26 @@ def _population_attacks(run, thetas: dict, forget_ids: np.ndarray, max_rows: int
         s = sample_scores(run.model, theta, ds.X_train, ds.y_train, shadow, ("confidence",))
         folds = int(min(5, len(forget), len(test)))
         auc = loss_attack(f["loss"], t["loss"], seed=seed, folds=folds)["auc"] if folds >= 2 else float("nan")
-        efficacy = svc_mia_efficacy(s["confidence"], t["confidence"], f["confidence"])["efficacy"]
-        out[name] = (auc, efficacy)
+        svc = svc_mia_efficacy(s["confidence"], t["confidence"], f["confidence"])
+        out[name] = {"loss_auc": auc, "efficacy": svc["efficacy"], "efficacy_ci": svc["efficacy_ci"]}
     return out
 
 
-def _ulira(run, forget_ids, thetas: dict, methods: dict, config: BenchConfig, seed: int, out_dir: Path) -> dict:
-    """U-LiRA AUC and TPRs per method (shadows unlearned with that method), and the retrained model's
-    AUC under the same attack."""
+def _exactness(run, forget_ids, thetas: dict, methods: dict, config: BenchConfig, seed: int, out_dir: Path) -> dict:
+    """Exactness-test AUC and TPRs per method (fixed-rows shadows unlearned with that method), and the
+    retrained model's AUC under the same test (1/2 by construction in converged mode)."""
     shadow_methods = [ShadowMethod(label, name, options) for label, (name, options) in methods.items()]
     pairs = {label: [label, "retrained"] for label in methods}
-    report = ulira_audit(run, forget_ids, thetas, shadow_methods, pairs=pairs, n_shadows=config.shadows,
-                         max_targets=config.ulira_max_targets, workers=config.ulira_workers, threads=1, seed=seed,
-                         out_dir=out_dir, save_scores=False)
+    report = exactness_test(run, forget_ids, thetas, shadow_methods, pairs=pairs, n_shadows=config.exactness_shadows,
+                            max_targets=config.exactness_max_targets, workers=config.exactness_workers, threads=1,
+                            seed=seed, out_dir=out_dir, save_scores=False)
     result = {}
     for label in methods:
         targets = report["attacks"][label]["targets"]
         mine, ref = targets[label]["online"], targets["retrained"]["online"]
-        result[label] = {"ulira_auc": mine["auc"], "ulira_auc_retrain": ref["auc"],
-                         "ulira_tpr_at_1pct_fpr": mine["tpr_at_fpr"]["0.01"],
-                         "ulira_tpr_at_0_1pct_fpr": mine["tpr_at_fpr"]["0.001"]}
+        result[label] = {"exactness_auc": mine["auc"], "exactness_auc_retrain": ref["auc"],
+                         "exactness_tpr_at_1pct_fpr": mine["tpr_at_fpr"]["0.01"],
+                         "exactness_tpr_at_0_1pct_fpr": mine["tpr_at_fpr"]["0.001"]}
     return result
 
 
@@ -249,15 +253,17 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
             ctx["methods"][key] = (ORIGINAL, {}, original)
         mia = {}
         if config.population_attacks and ctx["methods"]:
-            mia = _population_attacks(run, {**ctx["thetas"], "__retrained__": theta_R}, ids, config.mia_max_rows, seed)
-        ulira = {}
-        if config.shadows and ratio in config.ulira_ratios and seed in config.ulira_seeds and ctx["methods"]:
-            # the original model is attacked by classic LiRA: shadows trained, not unlearned
+            mia = capped_population_attacks(run, {**ctx["thetas"], "__retrained__": theta_R}, ids, config.mia_max_rows,
+                                            seed)
+        exactness = {}
+        if (config.exactness_shadows and ratio in config.exactness_ratios and seed in config.exactness_seeds
+                and ctx["methods"]):
+            # the original model under the same test: shadows trained, not unlearned
             shadow_methods = {key: (None if name == ORIGINAL else name, options)
                               for key, (name, options, _) in ctx["methods"].items()}
             targets = {**ctx["thetas"], "retrained": theta_R}
-            ulira = _ulira(run, ids, targets, shadow_methods, config, seed,
-                           out / "ulira" / f"{slug(label)}-{mode}-r{ratio:g}-s{seed}")
+            exactness = _exactness(run, ids, targets, shadow_methods, config, seed,
+                                   out / "exactness" / f"{slug(label)}-{mode}-r{ratio:g}-s{seed}")
         for key, (name, options, result) in ctx["methods"].items():
             s = result.stats
             theta = result.theta
@@ -280,10 +286,11 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
                 if extra in s:
                     row[extra] = s[extra]
             if key in mia:
-                row["mia_loss_auc"], row["mia_efficacy"] = mia[key]
-                row["mia_loss_auc_retrain"], row["mia_efficacy_retrain"] = mia["__retrained__"]
-            if key in ulira:
-                row.update(ulira[key])
+                row["mia_loss_auc"], row["mia_efficacy"] = mia[key]["loss_auc"], mia[key]["efficacy"]
+                reference = mia["__retrained__"]
+                row["mia_loss_auc_retrain"], row["mia_efficacy_retrain"] = reference["loss_auc"], reference["efficacy"]
+            if key in exactness:
+                row.update(exactness[key])
             rows.append(row)
     return rows
 

@@ -61,7 +61,7 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
           max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
           deltagrad_history: bool = False, memory_budget: int | None = None,
           curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-          penalize_intercept: bool = True) -> Run:
+          penalize_intercept: bool = True, mini_history: bool = True) -> Run:
     """Train on ``dataset``, record the unlearning history and write the run directory ``out``.
 
     Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` (the biases left out of the
@@ -76,6 +76,9 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     (:mod:`miniunlearn.runs.stored`); such data are trained on in their float32 values.
 
     ``penalize_intercept=False`` leaves the biases out of the L2 penalty (converged mode only).
+    ``mini_history=False`` skips Mini-Unlearning's history (the dense curvature is most of a
+    converged training's cost): for models, such as shadow models, that no method will unlearn
+    with ``mini``.
     """
     if not dataset.reloadable:
         dataset = float32_training_data(dataset)
@@ -97,7 +100,7 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
 
     history = None
     history_meta: dict = {}
-    if config.mode == "converged":
+    if config.mode == "converged" and mini_history:
         chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
         objective = Objective(model, rows, config.penalty(model))
         with progress_bar(f"history ({chosen} curvature)", None), measure() as build:

@@ -4,7 +4,8 @@
 it and (optionally) writes ``DIR/model.safetensors`` and ``DIR/result.json``, recording the
 request in the run's deletion ledger (:mod:`miniunlearn.service.ledger`). A method whose result
 is not finite, or that says it did not converge, fails the request: nothing is written and the
-ledger marks it failed.
+ledger marks it failed. With ``release=ReleaseRequest(epsilon, delta)`` the model saved is an
+(epsilon, delta)-certified release of the result (:mod:`miniunlearn.service.release`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
 from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
+from miniunlearn.service.release import check_release, ledger_options, method_options, publish
 from miniunlearn.service.requests import request_rows, validate_forget_ids
 
 __all__ = ["forget", "LedgerWarning"]
@@ -30,7 +32,7 @@ __all__ = ["forget", "LedgerWarning"]
 
 def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = None, workers: int = 1,
            overwrite: bool = False, progress=None, already_forgotten: np.ndarray | None = None,
-           ledger: bool | str = "auto", keys=None, **options) -> UnlearnResult:
+           ledger: bool | str = "auto", keys=None, release=None, **options) -> UnlearnResult:
     """Remove the training rows ``forget_ids`` -- or every row whose key is in ``keys`` -- from
     ``run``'s model with ``method``.
 
@@ -49,6 +51,11 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     ``already_forgotten`` (only without the ledger) names rows removed before this request:
     the method then forgets their union with ``forget_ids``.
 
+    ``release`` (a :class:`~miniunlearn.privacy.ReleaseRequest`): publish ``theta + N(0, sigma^2 I)``
+    calibrated on the method's certificate (:mod:`miniunlearn.service.release`); the returned and
+    saved parameters are the noisy ones and ``stats["release"]`` records epsilon, delta, sigma, the
+    certificate and the mechanism. A method without a finite certificate is refused.
+
     ``stats`` report ``n_forget`` (every row the model has forgotten), ``n_forget_request``
     (this request's own rows) and ``n_forgotten_before``; with the ledger also ``ledger``.
     """
@@ -61,14 +68,15 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     ids = validate_forget_ids(rows, run.n_train)
     algorithm = make_method(method, **options)
     algorithm.check_run(run)
+    check_release(method, release)
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
         if not distributed.is_writer():
             return _follow_writer(run, algorithm, method, workers, progress)
         with distributed.leading():
             return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                                ledger, requested_by)
+                                ledger, release, requested_by)
     return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
-                        requested_by)
+                        release, requested_by)
 
 
 def _follow_writer(run, algorithm, method: str, workers: int, progress) -> UnlearnResult | None:
@@ -85,18 +93,19 @@ def _follow_writer(run, algorithm, method: str, workers: int, progress) -> Unlea
 
 
 def _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                 ledger, requested_by="rows") -> UnlearnResult:
+                 ledger, release, requested_by="rows") -> UnlearnResult:
     """:func:`forget` after validation, in the process that writes (the only one, or rank 0)."""
 
     if _records_to_ledger(ledger, out, already_forgotten):
-        return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress, requested_by)
+        return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress, release,
+                                requested_by)
 
     previous = _previous_rows(already_forgotten, run.n_train)
     ids = validate_forget_ids(ids, run.n_train, previous)
     _ = run.dataset  # load and fingerprint-check the data before anything is written or timed
     if out is not None:
         out = _prepare_out(run, out, overwrite)
-    result = _compute(run, algorithm, method, ids, np.union1d(previous, ids), workers, progress)
+    result = publish(run, _compute(run, algorithm, method, ids, np.union1d(previous, ids), workers, progress), release)
     if out is not None:
         digest = _save_model(run, out, result)
         _write_result_json(run, out, result, ids, np.union1d(previous, ids), digest, None)
@@ -192,11 +201,11 @@ def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, m
 
 
 def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, overwrite: bool,
-                     progress, requested_by: str = "rows") -> UnlearnResult:
+                     progress, release, requested_by: str = "rows") -> UnlearnResult:
     """:func:`forget` with the deletion ledger (see :mod:`miniunlearn.service.ledger` for the semantics)."""
 
 
-    options_json = canonical_options(algorithm.options())
+    options_json = canonical_options(ledger_options(algorithm.options(), release))
     _refuse_run_dir(run, out)
     run.theta()  # the run's model must load: the ledger is bound to it by its hash
     _ = run.dataset  # load and fingerprint-check the data before anything is created or recorded
@@ -213,7 +222,7 @@ def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, 
             warnings.warn(f"ledger: {plan.note}", LedgerWarning, stacklevel=4)  # caller of forget() -> _forget_here -> here
         request_id = book.begin(plan, method, options_json, out)
         try:
-            result = _compute(run, algorithm, method, ids, plan.cumulative, workers, progress)
+            result = publish(run, _compute(run, algorithm, method, ids, plan.cumulative, workers, progress), release)
             result.stats["ledger"] = _ledger_stats(book, request_id, plan)
             digest = _save_model(run, out, result)
             if plan.kind == "recompute":
@@ -272,7 +281,7 @@ def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrit
     stats.pop("ledger", None)
     request_id = book.record_done(plan, method, options_json, out, source.model_sha256, source.model_bytes, stats)
     stats["ledger"] = _ledger_stats(book, request_id, plan)
-    result = UnlearnResult(theta, method, source.options, stats)
+    result = UnlearnResult(theta, method, method_options(source.options), stats)
     if not same_out or not (out / RESULT_JSON).exists():
         _write_result_json(run, out, result, plan.ids, plan.cumulative, source.model_sha256, request_id)
     return result
