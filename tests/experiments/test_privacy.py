@@ -57,7 +57,10 @@ def test_retraining_and_releases_match_independent_computations(bench):
     assert classic["sigma"] == pytest.approx(classic["sensitivity"] * math.sqrt(2 * math.log(1.25 / 1e-5)) / 0.5)
     assert classic["mechanism"] == "gaussian-classic" and utility["by_epsilon"]["2"]["mechanism"] == "gaussian-analytic"
     assert classic["test_accuracy"]["draws"] == 3
-    assert part["utility"]["newton"]["by_epsilon"] == {}  # no certificate: nothing released
+    newton = part["utility"]["newton"]  # certified too (certify=True): released on its own certificate
+    assert newton["certificate"] == part["models"]["newton"]["certificate"] > utility["certificate"]
+    assert newton["by_epsilon"]["0.5"]["sensitivity"] == pytest.approx(newton["certificate"] + 1e-9 / config.l2,
+                                                                       rel=1e-12)
 
 
 def test_a_rerun_resumes_without_recomputing(bench):

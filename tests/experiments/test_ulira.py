@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from miniunlearn.core.errors import InputError
+from miniunlearn.data import Dataset
 from miniunlearn.experiments.exactness import exactness_test
 from miniunlearn.experiments.shadows import ShadowMethod
 from miniunlearn.experiments.ulira import (
@@ -21,6 +22,7 @@ from miniunlearn.experiments.ulira import (
     run_population_shadows,
 )
 from miniunlearn.methods import UnlearningMethod, register, unregister
+from miniunlearn.runs import open_run, train
 from miniunlearn.service import forget
 from miniunlearn.training import TrainConfig, fit
 
@@ -94,6 +96,18 @@ def test_spawned_workers_and_the_cache_give_the_in_process_scores(overfit, tmp_p
     assert again.cached == 6 and np.array_equal(again.phi["0.4"]["retrain"], spawned.phi["0.4"]["retrain"])
     other = run_population_shadows(run, plan, [ShadowMethod("retrain", "newton")], cache_dir=tmp_path)
     assert other.cached == 0  # another method: the cached scores do not apply
+
+
+def test_spawned_workers_read_a_run_built_from_arrays(overfit, tmp_path):
+    """Data given as arrays has no spec to reload: spawned workers take it from the run."""
+    ds = overfit["dataset"]
+    from_arrays = Dataset.from_arrays(ds.X_train, ds.y_train, X_test=ds.X_test, y_test=ds.y_test, standardize=False)
+    run = train(from_arrays, 1e-2, tmp_path / "run")
+    plan = make_population_plan(run.n_train, ds.n_test, [0.4], n_shadows=6, n_targets=10, seed=4)
+    methods = [ShadowMethod("retrain", "retrain")]
+    here = run_population_shadows(run, plan, methods, workers=1, threads=1)
+    spawned = run_population_shadows(open_run(run.path), plan, methods, workers=2, threads=1)
+    assert np.allclose(spawned.phi["0.4"]["retrain"], here.phi["0.4"]["retrain"], rtol=1e-12, atol=1e-12)
 
 
 # ------------------------------------------------------------------------------------- controls

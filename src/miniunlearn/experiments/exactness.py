@@ -165,7 +165,7 @@ def _fixed_rows_job(job: dict) -> dict:
     """Train shadow ``job["k"]``, unlearn the forget set with every method, return the targets' phi."""
     import tempfile
 
-    base = worker_dataset(job["spec"], job["fingerprint"])
+    base = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
     plan = FixedRowsPlan(job["n_train"], job["forget_ids"], job["slots"], job["substitutes"], job["keep"][None, :], 0)
     X, y = plan.shadow_training_set(base, 0)
     X_t, y_t = plan.target_rows(base)
@@ -192,7 +192,8 @@ def run_fixed_rows_shadows(run, plan: FixedRowsPlan, methods: list[ShadowMethod]
                            progress=None) -> ShadowScores:
     """Train and unlearn the plan's N shadows, ``workers`` at a time (see :func:`~miniunlearn.experiments.shadows.run_jobs`)."""
     check_methods(methods, run)
-    base_job = {"spec": run.meta["dataset"]["spec"], "fingerprint": run.fingerprint, "n_train": plan.n_train,
+    base_job = {"spec": run.meta["dataset"]["spec"], "fingerprint": run.fingerprint,
+                "run_dir": str(run.path), "n_train": plan.n_train,
                 "forget_ids": plan.forget_ids, "slots": plan.slots, "substitutes": plan.substitutes,
                 "train": shadow_training_kwargs(run, methods), "tmp_dir": None if tmp_dir is None else str(tmp_dir),
                 "methods": [(m.label, m.method, dict(m.options)) for m in methods]}

@@ -33,7 +33,7 @@ from miniunlearn.core.storage import atomic_write
 from miniunlearn.data import load_dataset
 from miniunlearn.evaluation.lira import logit_confidence
 from miniunlearn.methods import make_method
-from miniunlearn.runs import train
+from miniunlearn.runs import open_run, train
 from miniunlearn.service import forget
 from miniunlearn.training import SGDSchedule
 
@@ -91,11 +91,14 @@ def shadow_training_kwargs(run, methods: list[ShadowMethod]) -> dict:
 _DATASETS: dict[tuple[str, str], object] = {}
 
 
-def worker_dataset(spec: str, fingerprint: str):
-    """The dataset of ``spec``, loaded once per process and checked against the run's fingerprint."""
+def worker_dataset(spec: str, fingerprint: str, run_dir: str | None = None):
+    """The dataset of ``spec``, loaded once per process and checked against the run's fingerprint.
+
+    With ``run_dir`` the run supplies it -- data stored in the run (a dataset built from arrays
+    has no loadable spec) or reloaded from its recorded spec."""
     key = (spec, fingerprint)
     if key not in _DATASETS:
-        dataset = load_dataset(spec)
+        dataset = open_run(run_dir).dataset if run_dir is not None else load_dataset(spec)
         if dataset.fingerprint() != fingerprint:
             raise DataError(f"the data for {spec!r} no longer matches the run (fingerprint mismatch); "
                             "shadow models would train on other data")

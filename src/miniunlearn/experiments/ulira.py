@@ -183,7 +183,7 @@ def _population_job(job: dict) -> dict:
     """Train shadow ``job["k"]`` on its rows, unlearn at every ratio with every method, score the targets."""
     import tempfile
 
-    base = worker_dataset(job["spec"], job["fingerprint"])
+    base = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
     X, y = population_rows(base, job["rows"])
     X_t, y_t = population_rows(base, job["targets"])
     times: dict[str, float] = {}
@@ -255,7 +255,8 @@ def run_population_shadows(run, plan: PopulationPlan, methods: list[ShadowMethod
     cache = None if cache_dir is None else Path(cache_dir)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
-    base_job = {"spec": run.meta["dataset"]["spec"], "fingerprint": run.fingerprint, "targets": plan.targets,
+    base_job = {"spec": run.meta["dataset"]["spec"], "fingerprint": run.fingerprint,
+                "run_dir": str(run.path), "targets": plan.targets,
                 "train": shadow_training_kwargs(run, methods), "tmp_dir": None if tmp_dir is None else str(tmp_dir),
                 "methods": [[m.label, m.method, dict(m.options)] for m in methods]}
     results: dict[int, dict] = {}

@@ -1,4 +1,4 @@
-"""The regularised empirical risk over a set of rows (docs/mini-unlearning.md, "Definitions").
+"""The regularised empirical risk over a set of rows (notation: docs/mini-unlearning.md).
 
     F_S(theta) = (1/|S|) sum_{i in S} l(theta; z_i) + (lambda/2) theta^T M theta
 

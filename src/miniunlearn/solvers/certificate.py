@@ -83,8 +83,11 @@ def _phi_slope(s: float) -> float:
     return (den - s * e) / (den * den)
 
 
-def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200) -> float:
+def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200, spread=None) -> float:
     """A verified y >= the smallest root of ``y = a + b phi(s0 + R y)``, or inf when there is none.
+
+    ``spread`` replaces ``phi`` (e.g. by :func:`phi_inverse_lower` alone, where the second bound
+    inside ``phi`` does not apply).
 
     Any y with ``a + b phi(s0 + R y) < y`` certifies (a continuity argument: docs), so the result
     is checked, not trusted: Newton's method on the convex ``h(y) = a + b phi_1(s0 + R y) - y``
@@ -96,9 +99,10 @@ def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200) 
         return math.inf
     if b == 0.0:
         return a
+    spread = phi if spread is None else spread
 
     def f(y: float) -> float:
-        return a + b * phi(s0 + R * y)
+        return a + b * spread(s0 + R * y)
 
     y = 0.0
     for _ in range(max_iter):
@@ -158,8 +162,9 @@ def newton_certificate(step_norm: float, step_curvature: float, residual_norm: f
     intercept: the objective is strongly convex through the data, with no constant known in
     advance). Along the way to w* the Hessian is then at least psi_lo(s) times H(w), so the
     residual term becomes a / psi_lo(s) = a (1 + phi_1(s)) and the step term uses the bound
-    through ||H^{-1/2}||: y <= a + (a + b) phi_1(s0 + R y), the same equation with b -> a + b.
-    The strong-convexity fallback ||g|| / mu does not hold then.
+    through ||H^{-1/2}||: y <= a + (a + b) phi_1(s0 + R y), the same equation with b -> a + b and
+    phi_1 alone (the second bound inside phi goes through a global mu). The strong-convexity
+    fallback ||g|| / mu does not hold then.
     """
     if not mu > 0:
         return NewtonCertificate(math.inf, math.inf)
@@ -168,7 +173,7 @@ def newton_certificate(step_norm: float, step_curvature: float, residual_norm: f
     b = math.sqrt(max(step_curvature, 0.0) / mu)
     floor = rounding_floor(R, mu, point_norm + step_norm)
     if mu_is_local:
-        after = smallest_root(a, a + b, step_span, R) + floor
+        after = smallest_root(a, a + b, step_span, R, spread=phi_inverse_lower) + floor
         return NewtonCertificate(after, step_norm + after)
     after = smallest_root(a, b, step_span, R) + floor
     return NewtonCertificate(after, min(step_norm + after, gradient_bound(grad_norm, R, mu, point_norm)))
