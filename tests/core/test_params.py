@@ -5,7 +5,7 @@ from numbers import Integral, Real
 import pytest
 
 from miniunlearn.core.errors import InputError
-from miniunlearn.core.params import Interval, Options, Param, Text, param_help, validate_params
+from miniunlearn.core.params import Boolean, Interval, Options, Param, Text, param_help, validate_params
 
 PARAMS = {
     "refine": Param(0, Interval(Integral, 0, 100), help="passes"),
@@ -53,3 +53,12 @@ def test_interval_ends():
 def test_help_lists_default_allowed_values_and_text():
     assert param_help(PARAMS)["lr"] == {"default": None, "allowed": "a finite number in (0, 100] or None",
                                         "help": "step"}
+
+
+def test_booleans_accept_the_words_a_command_line_gives():
+    spec = {"flag": Param(False, Boolean())}
+    for given, expected in (("True", True), ("false", False), (1, True), (0, False), (True, True)):
+        assert validate_params("m", spec, {"flag": given}) == {"flag": expected}
+    for bad in ("yes", 2, 0.5, None):
+        with pytest.raises(InputError, match="flag"):
+            validate_params("m", spec, {"flag": bad})

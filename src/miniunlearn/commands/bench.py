@@ -71,9 +71,9 @@ def attach(cli) -> None:
                   help="Mini-Unlearning refines until its certified distance to the retrained model is at most "
                        "TOL x ||w - w_T||.")
     def demo(out, tol):
-        """Forget 1, 10, 30 and 50 % of a 120,000-row training set, certified, and compare with retraining.
+        """Forget 1, 10, 30 and 50 % of a 60,000-row training set, certified, and compare with retraining.
 
-        Trains multinomial logistic regression on a seeded synthetic set (60 features, 10 classes; retraining
+        Trains multinomial logistic regression on a seeded synthetic set (40 features, 10 classes; retraining
         takes seconds), then for each share of rows forgets them with Mini-Unlearning (``--tol``), with
         one certified Newton step, and by retraining from scratch. The table shows the certificate -- a
         proved bound on how far each model is from the retrained one -- beside the true distance, the

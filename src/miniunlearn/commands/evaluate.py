@@ -153,15 +153,24 @@ def _print_exactness_test(out, exactness: dict) -> None:
               "deterministic residual, however small, scores above it: read it as exact / not exact[/dim]")
 
 
+def _request_options(command):
+    """--against, --run and --ids: the request both evaluate and audit read."""
+    for option in reversed((
+            click.option("--against", "retrained_dir", required=True, type=click.Path(),
+                         help="The retrained model's directory (`miniunlearn retrain`), the reference."),
+            click.option("--run", "run_dir", required=True, type=click.Path(),
+                         help="The run the models were unlearned from."),
+            click.option("--ids", "ids_file", type=click.Path(), default=None,
+                         help="The forgotten rows: one 0-based row id per line (default: every row forgotten so "
+                              "far, from the run's deletion ledger)."))):
+        command = option(command)
+    return command
+
+
 def attach(cli) -> None:
     @cli.command(context_settings=CONTEXT)
     @click.argument("model_dirs", nargs=-1, required=True, type=click.Path())
-    @click.option("--against", "retrained_dir", required=True, type=click.Path(),
-                  help="The retrained model's directory (`miniunlearn retrain`), the reference.")
-    @click.option("--run", "run_dir", required=True, type=click.Path(), help="The run the models were unlearned from.")
-    @click.option("--ids", "ids_file", type=click.Path(), default=None,
-                  help="The forgotten rows: one 0-based row id per line (default: every row forgotten so far, "
-                       "from the run's deletion ledger).")
+    @_request_options
     @JSON_OPTION
     def evaluate(model_dirs, retrained_dir, run_dir, ids_file, as_json):
         """Compare unlearned MODEL_DIRS with the retrained model on the same data.
@@ -180,12 +189,7 @@ def attach(cli) -> None:
 
     @cli.command(context_settings=CONTEXT)
     @click.argument("model_dirs", nargs=-1, type=click.Path())
-    @click.option("--against", "retrained_dir", required=True, type=click.Path(),
-                  help="The retrained model's directory (`miniunlearn retrain`), the reference.")
-    @click.option("--run", "run_dir", required=True, type=click.Path(), help="The run the models were unlearned from.")
-    @click.option("--ids", "ids_file", type=click.Path(), default=None,
-                  help="The forgotten rows: one 0-based row id per line (default: every row forgotten so far, "
-                       "from the run's deletion ledger).")
+    @_request_options
     @click.option("--shadows", type=int, default=16, show_default=True,
                   help="Population U-LiRA shadow models (even, >= 6; 0 skips it). Each trains the run's "
                        "configuration on half the population.")

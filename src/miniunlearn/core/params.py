@@ -101,13 +101,18 @@ class Text:
 
 @dataclass(frozen=True)
 class Boolean:
-    """True or False (also numpy booleans and the integers 0 and 1, as the command line gives them)."""
+    """True or False (also numpy booleans, and the integers 0 and 1 and the words true and false in
+    any case, as the command line and method specs give them)."""
+
+    WORDS = {"true": True, "false": False}
 
     def convert(self, value: Any) -> tuple[bool, Any]:
         if isinstance(value, bool) or type(value).__name__ == "bool_":
             return True, bool(value)
         if isinstance(value, numbers.Integral) and value in (0, 1):
             return True, bool(value)
+        if isinstance(value, str) and value.strip().lower() in self.WORDS:
+            return True, self.WORDS[value.strip().lower()]
         return False, None
 
     def __str__(self) -> str:
