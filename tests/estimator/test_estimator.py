@@ -66,7 +66,6 @@ def test_coefficients_equal_scikit_learns_with_a_penalised_bias(load):
     assert (ours.predict(X) == reference.predict(np.hstack([X, np.ones((n, 1))]))).mean() >= 0.999
 
 
-@pytest.mark.xfail(strict=True, reason="unpenalised intercept lands with the penalty mask")
 @pytest.mark.parametrize("load", [_digits, _breast_cancer], ids=["digits", "breast_cancer"])
 def test_coefficients_equal_scikit_learns_with_an_unpenalised_intercept(load):
     X, y = load()
@@ -83,7 +82,10 @@ def test_coefficients_equal_scikit_learns_with_an_unpenalised_intercept(load):
     refit = LogisticRegression(C=(C * n) / (n - len(range(0, n, 10))), solver="newton-cg", tol=1e-12,
                                max_iter=10_000).fit(np.delete(X, np.arange(0, n, 10), axis=0),
                                                     np.delete(y, np.arange(0, n, 10)))
-    assert np.linalg.norm(ours.coef_ - refit.coef_) <= ours.forget_stats_["certificate"]
+    # the certificate bounds ||theta - theta_R|| over the softmax rows; a binary coef_ is the difference
+    # of the two rows, whose error is at most sqrt(2) times theirs
+    factor = np.sqrt(2.0) if len(ours.classes_) == 2 else 1.0
+    assert np.linalg.norm(ours.coef_ - refit.coef_) <= factor * ours.forget_stats_["certificate"]
 
 
 @pytest.fixture(scope="module")

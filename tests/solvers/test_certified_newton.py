@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from miniunlearn.data import load_dataset
-from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.models import LogisticRegression, Objective, Penalty, Rows
 from miniunlearn.solvers.certificate import newton_certificate, phi, self_concordance_constant, smallest_root
 from miniunlearn.solvers.certified_newton import certified_newton_cg
 from tests.helpers import reference_optimum, softmax_hessian
@@ -59,7 +59,7 @@ def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
         P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))  # the history's curvature at w_T
         R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
         result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
-                                     mu=l2, R=R, tol=1e-3, max_passes=5000)
+                                     R=R, tol=1e-3, max_passes=5000)
         true = float(np.linalg.norm(result.w.numpy() - w_R))
         # converged, unless tol * ||w - w_T|| lies below what float64 can certify (a tiny deletion, tiny l2)
         assert result.converged or result.stop.startswith("the tolerance is below"), (l2, len(keep), result.stop)
@@ -70,6 +70,33 @@ def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
         checked += 1
     assert violations == 0, f"{violations} of {checked} certificates below the true distance (worst ratio {worst})"
     assert worst <= 1.0
+
+
+def test_with_a_free_intercept_the_local_curvature_certifies_the_zero_mean_bias_optimum(pool):
+    """Without the biases in the penalty the objective is flat along a common bias shift: the solver
+    keeps zero-mean biases and certifies with each iterate's smallest eigenvalue on that subspace."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    while checked < 60:
+        instance = _instance(rng, pool)
+        if instance is None:
+            continue
+        X, y, C, l2, keep = instance
+        l2 = max(l2, 1e-4)  # the bias directions have only the data's curvature: keep the instances solvable
+        if len(np.unique(y[keep])) < C:
+            continue
+        w_T, _ = reference_optimum(X, y, C, l2, penalize_intercept=False)
+        w_R, error_R = reference_optimum(X[keep], y[keep], C, l2, penalize_intercept=False)
+        model = LogisticRegression(X.shape[1], C)
+        objective = Objective(model, Rows(X[keep], y[keep]), Penalty(model, l2, penalize_intercept=False))
+        R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+        result = certified_newton_cg(objective, None, torch.from_numpy(w_T), torch.from_numpy(w_T), R=R, tol=1e-3,
+                                     max_passes=5000)
+        assert result.converged or result.stop.startswith("the tolerance is below"), result.stop
+        biases = result.w.numpy().reshape(C, -1)[:, -1]
+        assert abs(biases.mean()) <= 1e-12 * (1 + np.abs(biases).max())
+        assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error_R
+        checked += 1
 
 
 def test_the_bound_is_the_smallest_root_of_its_equation():

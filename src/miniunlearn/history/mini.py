@@ -112,6 +112,9 @@ def exact_curvature(objective: Objective, theta: torch.Tensor, dtype: torch.dtyp
     """
     precond = objective.hessian_loss_mean(theta, dtype=torch.float64)
     precond.diagonal().add_(objective.penalty.diagonal(precond.shape[0]))
+    gauge = objective.penalty.gauge()
+    if gauge is not None:  # a free intercept: lift the flat common-bias direction so P exists (it acts on
+        precond += float(precond.diagonal().mean()) * torch.outer(gauge, gauge)  # zero-mean biases exactly)
     factor = torch.linalg.cholesky(precond)
     del precond
     precond = torch.cholesky_inverse(factor)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
+import numpy as np
 import torch
 
 from miniunlearn.core.errors import InputError
@@ -143,10 +144,8 @@ class MiniUnlearning(UnlearningMethod):
             return theta_T + step0, {**stats, "certificate": None}
         tol = None if self.refine is not None else (DEFAULT_TOL if self.tol is None else self.tol)
         max_passes = self.max_passes if self.refine is None else self.refine
-        mu = penalty.strong_convexity
-        if not mu > 0:
-            raise InputError("certifying a model whose intercept is not penalised needs the curvature bound of "
-                             "the bias directions; not available for this run")
+        if not penalty.penalize_intercept:
+            self._check_free_intercept(ctx)
         objective = Objective(ctx.model, ctx.retained_rows, penalty)
         # When R is the smaller part, the history's curvature (of all rows) says little about F_R's:
         # precondition by the Jacobi diagonal of each iterate instead.
@@ -159,7 +158,7 @@ class MiniUnlearning(UnlearningMethod):
             stats["start"] = "step 0"
         R = self_concordance_constant(start.cache.max_row_norm)
         stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
-        result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T, mu=mu,
+        result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T,
                                      R=R, tol=tol,
                                      max_passes=max_passes - objective.passes, start=start, progress=ctx.progress)
         moved = float((result.w - theta_T).norm())
@@ -173,6 +172,15 @@ class MiniUnlearning(UnlearningMethod):
                                 f"||w - w_T|| after {objective.passes:.0f} passes over the retained rows; "
                                 f"tol {tol:g} not reached (raise max_passes)")
         return result.w, stats
+
+    @staticmethod
+    def _check_free_intercept(ctx: UnlearnContext) -> None:
+        """With an unpenalised intercept a class with no retained row has no optimal bias (it tends to
+        minus infinity), and the certificate needs the dense curvature (small models only)."""
+        present = np.unique(np.asarray(ctx.dataset.y_train)[ctx.retained_ids])
+        if len(present) < ctx.model.n_classes:
+            raise InputError(f"with an unpenalised intercept every class needs a retained row; after this request "
+                             f"only {len(present)} of {ctx.model.n_classes} classes remain")
 
     def _step0(self, preconditioner, forget, penalty, history, b, m, stats, progress):
         """Delta_0 = -J_0^-1 b by the contraction over the forgotten rows (exact profile), or the

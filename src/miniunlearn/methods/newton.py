@@ -43,9 +43,10 @@ from numbers import Integral, Real
 
 import torch
 
-from miniunlearn.core.params import Interval, Options, Param
+from miniunlearn.core.params import Boolean, Interval, Options, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models.objective import Objective
+from miniunlearn.solvers.certified_newton import certify_point
 from miniunlearn.solvers.cg import preconditioned_cg
 
 
@@ -72,6 +73,8 @@ class Newton(UnlearningMethod):
                           help="first gradient from U alone (influence) or a pass over R (exact)"),
         "cg_tol": Param(1e-8, Interval(Real, 0, 1, closed="neither"), help="relative CG residual"),
         "max_cg": Param(1000, Interval(Integral, 1, 100_000), help="CG iterations per step at most"),
+        "certify": Param(False, Boolean(),
+                         help="also prove a bound on ||w - w_R|| (a Newton system at the result: a few more passes)"),
     }
 
     def unlearn(self, ctx: UnlearnContext):
@@ -96,6 +99,9 @@ class Newton(UnlearningMethod):
             theta = theta + step
             if ctx.progress is not None:
                 ctx.progress(1, info=f"Newton step {k + 1}/{self.steps}: {iters} CG iterations")
-        return theta, {"newton_steps": len(cg_iterations), "cg_iterations": cg_iterations,
-                       "cg_hit_limit": any(i >= self.max_cg for i in cg_iterations), "gradient_norms": grad_norms,
-                       "first_gradient": self.gradient}
+        stats = {"newton_steps": len(cg_iterations), "cg_iterations": cg_iterations,
+                 "cg_hit_limit": any(i >= self.max_cg for i in cg_iterations), "gradient_norms": grad_norms,
+                 "first_gradient": self.gradient}
+        if self.certify:
+            stats["certificate"] = certify_point(retained, theta, None)
+        return theta, stats

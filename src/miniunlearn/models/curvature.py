@@ -81,6 +81,15 @@ class CachedCurvature:
         self.rows.rows_read += len(self.rows)
         return total
 
+    def hessian_sum(self) -> torch.Tensor:
+        """The dense ``sum_i Hess l_i(theta)`` (p x p) from the cached probabilities: one pass."""
+        p = self.model.n_params
+        total = torch.zeros(p, p, dtype=self.theta.dtype)
+        for j in range(len(self.bounds)):
+            self.model.hessian_sum(self._features(j), self.probs[j], out=total)
+        self.rows.rows_read += len(self.rows)
+        return distributed.all_reduce_sum(total)
+
     def hvp_sum_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`hvp_sum` for one vector v, and v's directional logits ``Theta_v x~_i`` per chunk
         ((rows, C) each): a solver that builds a step ``D = sum_j alpha_j v_j`` learns the exact

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from miniunlearn.core.errors import InputError
 from miniunlearn.models.curvature import CachedCurvature
 from miniunlearn.models.penalty import Penalty
 from miniunlearn.models.rows import Rows
@@ -74,6 +75,24 @@ class Curvature:
 
     def hvp(self, v: torch.Tensor) -> torch.Tensor:
         return self.cache.hvp_sum(v) / self.n + self.penalty.grad(v)
+
+    def smallest_eigenvalue(self, max_params: int = 4096) -> float:
+        """A lower bound on the Hessian's smallest eigenvalue (on zero-mean biases when the intercept
+        is free): a dense symmetric eigensolver, less its backward-error bound. One pass plus p^3.
+
+        For a free intercept the common bias shift is flat; lifting it by the diagonal's mean leaves
+        the other eigenvalues as they are.
+        """
+        p = self.cache.model.n_params
+        if p > max_params:
+            raise InputError(f"a dense curvature bound needs p <= {max_params} parameters, this model has {p}")
+        H = self.cache.hessian_sum() / self.n
+        H.diagonal().add_(self.penalty.diagonal(p))
+        gauge = self.penalty.gauge()
+        if gauge is not None:
+            H += float(H.diagonal().mean()) * torch.outer(gauge, gauge)
+        smallest = float(torch.linalg.eigvalsh(0.5 * (H + H.T))[0])
+        return smallest - 64 * p * 2.0 ** -52 * float(torch.linalg.matrix_norm(H))
 
     def hvp_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`hvp` and v's directional logits per chunk (see ``CachedCurvature.hvp_sum_with_logits``)."""

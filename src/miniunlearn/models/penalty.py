@@ -40,6 +40,27 @@ class Penalty:
             return torch.full((p,), self.l2, dtype=dtype)
         return (self.l2 * self.mask).to(dtype)
 
+    def project(self, v: torch.Tensor) -> torch.Tensor:
+        """Remove the common shift of the biases when they are not penalised (identity otherwise).
+
+        Adding the same number to every class's bias changes no softmax probability and, with a
+        free intercept, no penalty either: the objective is flat along that direction. Its
+        minimiser is unique on the subspace of zero-mean biases (the gauge this package fixes).
+        """
+        if self.mask is None:
+            return v
+        biases = (1.0 - self.mask).bool()
+        out = v.clone()
+        out[biases] -= v[biases].mean()
+        return out
+
+    def gauge(self) -> torch.Tensor | None:
+        """The unit vector of the common bias shift (None when every parameter is penalised)."""
+        if self.mask is None:
+            return None
+        direction = 1.0 - self.mask
+        return direction / direction.norm()
+
     @property
     def strong_convexity(self) -> float:
         """The penalty's own strong-convexity constant: l2, or 0 when the biases are free."""

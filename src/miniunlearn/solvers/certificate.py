@@ -149,13 +149,26 @@ def gradient_bound(grad_norm: float, R: float, mu: float, point_norm: float) -> 
 
 
 def newton_certificate(step_norm: float, step_curvature: float, residual_norm: float, step_span: float,
-                       grad_norm: float, hd_norm: float, R: float, mu: float, point_norm: float) -> NewtonCertificate:
+                       grad_norm: float, hd_norm: float, R: float, mu: float, point_norm: float,
+                       mu_is_local: bool = False) -> NewtonCertificate:
     """Evaluate (1) for a step D at a point w: ``step_curvature`` = D^T H D, ``step_span`` = s0,
-    ``hd_norm`` = ||H D||, ``point_norm`` = ||w||."""
+    ``hd_norm`` = ||H D||, ``point_norm`` = ||w||.
+
+    ``mu_is_local``: ``mu`` bounds the Hessian's smallest eigenvalue at w only (an unpenalised
+    intercept: the objective is strongly convex through the data, with no constant known in
+    advance). Along the way to w* the Hessian is then at least psi_lo(s) times H(w), so the
+    residual term becomes a / psi_lo(s) = a (1 + phi_1(s)) and the step term uses the bound
+    through ||H^{-1/2}||: y <= a + (a + b) phi_1(s0 + R y), the same equation with b -> a + b.
+    The strong-convexity fallback ||g|| / mu does not hold then.
+    """
     if not mu > 0:
         return NewtonCertificate(math.inf, math.inf)
     residual = residual_norm + ROUNDOFF * (grad_norm + hd_norm)
     a = residual / mu
     b = math.sqrt(max(step_curvature, 0.0) / mu)
-    after = smallest_root(a, b, step_span, R) + rounding_floor(R, mu, point_norm + step_norm)
+    floor = rounding_floor(R, mu, point_norm + step_norm)
+    if mu_is_local:
+        after = smallest_root(a, a + b, step_span, R) + floor
+        return NewtonCertificate(after, step_norm + after)
+    after = smallest_root(a, b, step_span, R) + floor
     return NewtonCertificate(after, min(step_norm + after, gradient_bound(grad_norm, R, mu, point_norm)))

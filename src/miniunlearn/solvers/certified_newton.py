@@ -36,7 +36,12 @@ import torch
 
 from miniunlearn.models.curvature import LogitSpan
 from miniunlearn.models.objective import Curvature, Objective
-from miniunlearn.solvers.certificate import gradient_bound, newton_certificate, rounding_floor
+from miniunlearn.solvers.certificate import (
+    gradient_bound,
+    newton_certificate,
+    rounding_floor,
+    self_concordance_constant,
+)
 
 ARMIJO = 1e-4
 RECYCLED_PAIRS = 30
@@ -68,12 +73,36 @@ class _Best:
         return False
 
 
+class _CurvatureBound:
+    """The smallest-eigenvalue bound the certificate needs: the penalty's lambda when every
+    parameter is penalised (valid everywhere), else the iterate's own (``local``)."""
+
+    def __init__(self, objective: Objective):
+        self.global_mu = objective.penalty.strong_convexity
+        self.local = not self.global_mu > 0
+        self.cached: tuple[Curvature, float] | None = None
+
+    def at(self, here: Curvature) -> float:
+        if not self.local:
+            return self.global_mu
+        if self.cached is None or self.cached[0] is not here:
+            self.cached = (here, here.smallest_eigenvalue())
+        return self.cached[1]
+
+    def gradient_bound(self, here: Curvature, R: float, w: torch.Tensor) -> float:
+        if self.local:
+            return math.inf  # ||g|| / mu needs mu along the whole way to w*
+        return gradient_bound(float(here.grad.norm()), R, self.global_mu, float(w.norm()))
+
+
 class _Recycled:
     """``H0`` (the caller's preconditioner) corrected by CG pairs (p, Hp): the L-BFGS two-loop
-    recursion with those pairs, symmetric positive definite whenever H0 is."""
+    recursion with those pairs, symmetric positive definite whenever H0 is. ``project`` keeps the
+    result on the subspace the objective is strongly convex on (zero-mean free biases)."""
 
-    def __init__(self, base: Callable[[torch.Tensor], torch.Tensor]):
+    def __init__(self, base: Callable[[torch.Tensor], torch.Tensor], project: Callable[[torch.Tensor], torch.Tensor]):
         self.base = base
+        self.project = project
         self.pairs: list[tuple[torch.Tensor, torch.Tensor, float]] = []
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:
@@ -86,18 +115,21 @@ class _Recycled:
         z = self.base(q)
         for (s, y, rho), alpha in zip(self.pairs, reversed(alphas)):
             z += (alpha - rho * float(y @ z)) * s
-        return z
+        return self.project(z)
 
 
 def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tensor], torch.Tensor] | None,
-                        w_start: torch.Tensor, w_ref: torch.Tensor, *, mu: float, R: float, tol: float | None,
+                        w_start: torch.Tensor, w_ref: torch.Tensor, *, R: float, tol: float | None,
                         max_passes: float, start: Curvature | None = None, max_cg: int = 200,
                         polish: bool = True, progress=None) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
-    ``mu`` bounds every Hessian's smallest eigenvalue from below (the L2 strength), ``R`` is the
-    self-concordance constant of the rows. ``precondition=None`` uses the Jacobi diagonal of each
+    The certificate's curvature bound is the penalty's strength lambda when every parameter is
+    penalised; with a free intercept it is the smallest eigenvalue of each iterate's Hessian on
+    zero-mean biases (a dense eigensolve per Newton iterate: small models only), and every step
+    is kept on that subspace. ``R`` is the self-concordance constant of the rows.
+    ``precondition=None`` uses the Jacobi diagonal of each
     iterate's Hessian (from the same pass). ``start`` may hand over the curvature (with value and
     gradient) already computed at ``w_start``. Without ``tol`` the whole budget is used and the
     best certificate found is reported (no polish).
@@ -106,9 +138,11 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     jacobi = precondition is None
     here = start if start is not None else objective.curvature(w_start, diag=jacobi, value=True)
     w = w_start
-    best = _Best(gradient_bound(float(here.grad.norm()), R, mu, float(w.norm())), w)
+    curvature_bound = _CurvatureBound(objective)
+    mu = curvature_bound.at(here)
+    best = _Best(curvature_bound.gradient_bound(here, R, w), w)
     result = CertifiedResult(w, best.certificate, False)
-    preconditioner = _Recycled(precondition if not jacobi else _jacobi(here))
+    preconditioner = _Recycled(precondition if not jacobi else _jacobi(here), objective.penalty.project)
 
     def certified() -> bool:
         return tol is not None and best.certificate <= tol * float((best.w - w_ref).norm())
@@ -119,7 +153,7 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     def below_rounding() -> bool:
         """The target is smaller than any certificate computable in floating point, and the best
         certificate is already at that limit: more passes cannot help."""
-        floor = rounding_floor(R, mu, float(best.w.norm()))
+        floor = rounding_floor(R, curvature_bound.at(here), float(best.w.norm()))
         return tol is not None and tol * float((best.w - w_ref).norm()) < floor and best.certificate <= 4 * floor
 
     while not certified() and not spent():
@@ -127,30 +161,32 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
             result.stop = "the tolerance is below what floating-point arithmetic can certify here"
             break
         result.newton_iterations += 1
-        step, stop = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result)
+        mu = curvature_bound.at(here)
+        step, stop = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result,
+                                  mu_is_local=curvature_bound.local)
         if progress is not None:
             progress(info=f"Newton {result.newton_iterations}: certificate {best.certificate:.2e}")
         result.log.append({"newton": result.newton_iterations, "grad_norm": float(here.grad.norm()),
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        here, w = _line_search(objective, here, w, step, best, mu, R, spent, jacobi)
+        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, jacobi)
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
         if jacobi:
             preconditioner.base = _jacobi(here)
     if polish and certified() and not spent() and best.w is not w:
-        _polish(objective, here, best, preconditioner, mu, R, max_passes - (objective.passes - passes_at_start),
-                result)
+        _polish(objective, here, best, preconditioner, curvature_bound, R,
+                max_passes - (objective.passes - passes_at_start), result)
     result.w, result.certificate, result.converged = best.w, best.certificate, certified()
     result.stop = result.stop or ("certified" if result.converged else "budget")
     return result
 
 
 def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best: _Best, mu: float, R: float,
-                 certified, spent, max_cg: int, result: CertifiedResult,
-                 offer_step: bool = True) -> tuple[torch.Tensor, str]:
+                 certified, spent, max_cg: int, result: CertifiedResult, offer_step: bool = True,
+                 mu_is_local: bool = False) -> tuple[torch.Tensor, str]:
     """Flexible PCG on ``H D = -g`` at w, certifying w and w + D after every iteration.
 
     ``offer_step=False`` certifies w alone (the polish). The CG pairs replace the preconditioner's
@@ -182,7 +218,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         span.accumulate(logits, alpha)
         HD = -g - residual
         bound = newton_certificate(float(D.norm()), float(D @ HD), float(residual.norm()), span.span(),
-                                   grad_norm, float(HD.norm()), R, mu, float(w.norm()))
+                                   grad_norm, float(HD.norm()), R, mu, float(w.norm()), mu_is_local)
         best.offer(bound.at_point, w)
         if offer_step:
             best.offer(bound.after_step, w + D)
@@ -202,7 +238,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         rz = rz_new
     precondition.pairs = pairs[-RECYCLED_PAIRS:]
     if float(D.norm()) == 0.0:
-        D = -precondition.base(g)
+        D = -precondition.project(precondition.base(g))
     return D, stop
 
 
@@ -213,7 +249,7 @@ def _jacobi(here: Curvature) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
-                 mu: float, R: float, spent, diag: bool = False) -> tuple[Curvature | None, torch.Tensor]:
+                 bound: _CurvatureBound, R: float, spent, diag: bool = False) -> tuple[Curvature | None, torch.Tensor]:
     """Armijo backtracking on F along ``step`` (a descent direction); each trial is one pass."""
     slope = float(here.grad @ step)
     if slope >= 0:  # only possible through round-off: fall back to steepest descent
@@ -222,15 +258,15 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
     while t > 1e-12 and not spent():
         trial = w + t * step
         there = objective.curvature(trial, diag=diag, value=True)
-        best.offer(gradient_bound(float(there.grad.norm()), R, mu, float(trial.norm())), trial)
+        best.offer(bound.gradient_bound(there, R, trial), trial)
         if there.value <= here.value + ARMIJO * t * slope:
             return there, trial
         t *= 0.5
     return None, w
 
 
-def _polish(objective: Objective, here: Curvature, best: _Best, precondition: _Recycled, mu: float, R: float,
-            budget: float, result: CertifiedResult) -> None:
+def _polish(objective: Objective, here: Curvature, best: _Best, precondition: _Recycled, bound: _CurvatureBound,
+            R: float, budget: float, result: CertifiedResult) -> None:
     """Certify the chosen point w + D by a Newton system solved there (see the module docstring).
 
     Keeps w + D only if F did not increase on the way (else the certified base point stands).
@@ -242,7 +278,24 @@ def _polish(objective: Objective, here: Curvature, best: _Best, precondition: _R
     if there.value > here.value:
         return
     stop_at = objective.passes + min(POLISH_PRODUCTS, budget - 1)
-    local = _Best(gradient_bound(float(there.grad.norm()), R, mu, float(point.norm())), point)
-    _newton_step(there, point, precondition, local, mu, R, lambda: False, lambda: objective.passes >= stop_at,
-                 POLISH_PRODUCTS, result, offer_step=False)
+    local = _Best(bound.gradient_bound(there, R, point), point)
+    _newton_step(there, point, precondition, local, bound.at(there), R, lambda: False,
+                 lambda: objective.passes >= stop_at, POLISH_PRODUCTS, result, offer_step=False,
+                 mu_is_local=bound.local)
     best.offer(local.certificate, point)
+
+
+def certify_point(objective: Objective, w: torch.Tensor, precondition: Callable[[torch.Tensor], torch.Tensor] | None,
+                  *, max_products: int = 20) -> float:
+    """A proven bound on ||w - w*|| for a given point (not moved): the Newton system at w solved by
+    CG until the residual is small or ``max_products`` products are spent. One pass for the
+    curvature at w (and the rows' self-concordance constant) plus one per product."""
+    here = objective.curvature(w, diag=precondition is None, value=True, row_norm=True)
+    R = self_concordance_constant(here.cache.max_row_norm)
+    bound = _CurvatureBound(objective)
+    best = _Best(bound.gradient_bound(here, R, w), w)
+    preconditioner = _Recycled(precondition if precondition is not None else _jacobi(here), objective.penalty.project)
+    stop_at = objective.passes + max_products
+    _newton_step(here, w, preconditioner, best, bound.at(here), R, lambda: False, lambda: objective.passes >= stop_at,
+                 max_products, CertifiedResult(w, math.inf, False), offer_step=False, mu_is_local=bound.local)
+    return best.certificate

@@ -26,8 +26,10 @@ def fit(model: LogisticRegression, rows: Rows, config: TrainConfig, removed: np.
     """
     theta0 = model.zeros()
     if config.mode == "converged":
-        objective = Objective(model, rows, config.penalty(model))
+        penalty = config.penalty(model)
+        objective = Objective(model, rows, penalty)
         theta, info = newton_cg(objective, theta0, config.tol, config.max_iter, progress=progress)
+        theta = penalty.project(theta)  # zero-mean biases when they are not penalised (the unique minimiser)
         if not info.converged:
             raise ConvergenceError(f"Newton-CG stopped after {info.iterations} iterations at ||grad F|| = "
                                    f"{info.grad_norm:.3e} > tol {config.tol:g}; nothing was saved. Raise --max-iter, "
