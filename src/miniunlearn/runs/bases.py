@@ -246,7 +246,7 @@ def _rows_to_keep(loaded: np.ndarray, keys: np.ndarray, dropped: np.ndarray, whe
         raise DataError(f"{where}: {int(foreign.sum())} row(s) have keys the run never had or kept (e.g. "
                         f"{_text(example)!r}); refusing to unlearn against other data")
     if (in_base & was_dropped).any():  # keys with both dropped and kept rows: match in order
-        keep = _match_in_order(loaded, keys, was_dropped)
+        keep = _match_in_order(loaded, keys, was_dropped, where)
     else:
         keep = in_base
     kept = loaded[keep]
@@ -259,7 +259,7 @@ def _rows_to_keep(loaded: np.ndarray, keys: np.ndarray, dropped: np.ndarray, whe
     return keep
 
 
-def _match_in_order(loaded: np.ndarray, keys: np.ndarray, was_dropped: np.ndarray) -> np.ndarray:
+def _match_in_order(loaded: np.ndarray, keys: np.ndarray, was_dropped: np.ndarray, where: str) -> np.ndarray:
     """Keep each source row that is the next base row; the others must have dropped keys."""
     keep = np.zeros(len(loaded), dtype=bool)
     j = 0
