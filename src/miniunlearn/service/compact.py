@@ -39,7 +39,7 @@ import torch
 from miniunlearn.core.errors import ConvergenceError, InputError
 from miniunlearn.core.measure import measure
 from miniunlearn.core.progress import progress_bar
-from miniunlearn.core.storage import file_sha256, remove_durably, remove_tree_durably
+from miniunlearn.core.storage import file_sha256, read_json, remove_durably, remove_tree_durably
 from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.history import choose_profile
@@ -112,12 +112,16 @@ def compaction_due(run, policy: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------- compact
-def compact(run, progress=None) -> dict:
+def compact(run, progress=None, publish_to: str | Path | None = None) -> dict:
     """Make the exact optimum on the run's kept rows its new base; returns a report (see the module docstring).
 
     Raises :class:`InputError` when nothing was forgotten since the last base or the run is not a
     converged one, :class:`ConvergenceError` when Newton-CG does not reach the training tolerance
     (nothing changes then).
+
+    ``publish_to`` (the output directory of the request that triggered the compaction): its
+    model, computed from the previous base, is replaced by the new base's model, with a
+    ``result.json`` saying so -- until the next compaction removes it in turn.
     """
     run = run if isinstance(run, Run) else Run(run)
     if run.mode != "converged":
@@ -132,10 +136,10 @@ def compact(run, progress=None) -> dict:
             book.abandon_stale()
             book.resolve_compactions()
             leftovers = purge_previous(run, book)
-            return _compact_locked(run, book, leftovers, progress)
+            return _compact_locked(run, book, leftovers, progress, publish_to)
 
 
-def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress) -> dict:
+def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publish_to) -> dict:
     forgotten = book.forgotten_ids()
     if forgotten.size == 0:
         raise InputError(f"no row of run {run.path} was forgotten since its last compaction; nothing to compact")
@@ -212,6 +216,8 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress) -> d
     stats = {**total.as_dict(),
              "solve": solve, "history": history_meta}
     book.finish_compaction(compaction_id, removed, stats)
+    if publish_to is not None:
+        _publish_base(run, Path(publish_to), compaction_id, generation)
     return {"run": str(run.path), "compaction": compaction_id, "generation": generation,
             "previous_generation": previous_generation, "n_before": int(run.n_train + len(dropped_now)),
             "n_after": int(len(keep)), "n_dropped": int(len(dropped_now)),
@@ -237,14 +243,14 @@ def _penalty(run):
 def _refit_statistics(pre: Preprocessing, X: np.ndarray, keep: np.ndarray) -> Preprocessing:
     """Standardisation fitted on the training rows is refitted on the kept rows (from their raw
     values); other preprocessing (none, or a fixed scaling) is returned as it is."""
-    if not pre.scaled or pre.description != STANDARDIZE:
+    if not pre.scaled or not pre.description.startswith(STANDARDIZE):
         return pre
     moments = RunningMoments(X.shape[1])
     chunk = 1 << 15
     for start in range(0, len(keep), chunk):
         moments.update(pre.inverse(X[keep[start:start + chunk]]))
     mean, scale = moments.mean_and_scale()
-    return Preprocessing(pre.classes, mean, scale, pre.feature_names, STANDARDIZE, pre.split)
+    return Preprocessing(pre.classes, mean, scale, pre.feature_names, pre.description, pre.split)
 
 
 def _base_rows(run: Run, dataset, keep: np.ndarray, new_pre: Preprocessing, new_keys, new_dropped):
@@ -293,6 +299,19 @@ def run_requests(book: Ledger) -> list:
     return book.current_requests("done")
 
 
+def _publish_base(run: Run, out: Path, compaction_id: int, generation: int) -> None:
+    """Put the new base's model into ``out`` (result.json written last: the directory is complete)."""
+    from miniunlearn.core.storage import atomic_copy, atomic_write_json
+
+    out.mkdir(parents=True, exist_ok=True)
+    digest = atomic_copy(run.base.dir / MODEL_FILE, out / MODEL_FILE)
+    atomic_write_json(out / RESULT_JSON, {
+        "run": str(Path(run.path).resolve()), "compaction": compaction_id, "base_generation": generation,
+        "model_file": MODEL_FILE, "model_sha256": digest, "method": "compact",
+        "note": "the run was compacted after this request: this is the new base's model, the exact optimum on "
+                "the kept rows"})
+
+
 # ---------------------------------------------------------------------------------------------- purge
 def purge_previous(run: Run, book: Ledger) -> list[str]:
     """Remove what earlier bases left: their files, half-built bases, and every recorded model
@@ -303,12 +322,10 @@ def purge_previous(run: Run, book: Ledger) -> list[str]:
     paths = stale_paths(run.path, run.meta)
     after = book.base_after_request()
     for request in book.requests():
-        if request.id > after or request.out_path is None:
+        if request.id > after or request.out_path is None or (request.out_path / RUN_JSON).exists():
             continue
-        for name in (MODEL_FILE, RESULT_JSON):
-            target = request.out_path / name
-            if target.is_file() and not (request.out_path / RUN_JSON).exists():
-                paths.append(target)
+        if _from_earlier_base(request, run.generation):
+            paths += [p for p in (request.out_path / MODEL_FILE, request.out_path / RESULT_JSON) if p.is_file()]
     removed = []
     for path in paths:
         if path.is_dir():
@@ -320,6 +337,21 @@ def purge_previous(run: Run, book: Ledger) -> list[str]:
                 parent.rmdir()
         removed.append(_shown(run, path))
     return removed
+
+
+def _from_earlier_base(request, generation: int) -> bool:
+    """True when the request's output directory holds a model computed from an earlier base: the
+    model it recorded, or an earlier base's model published there by a compaction."""
+    model = request.out_path / MODEL_FILE
+    if not model.is_file():
+        return (request.out_path / RESULT_JSON).is_file()
+    if request.model_sha256 is not None and file_sha256(model) == request.model_sha256:
+        return True
+    try:
+        published = read_json(request.out_path / RESULT_JSON, "result.json").get("base_generation")
+    except Exception:  # noqa: BLE001 - an unreadable marker: not ours to judge, leave the files
+        return False
+    return isinstance(published, int) and published < generation
 
 
 def _shown(run: Run, path: Path) -> str:

@@ -91,7 +91,8 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
                           release, requested_by)
     reason = compaction_due(run, policy) if policy != "never" else None
     if reason is not None:
-        result.stats["compaction"] = {"reason": reason, **compact_run(run, progress)}
+        result.stats["compaction"] = {"reason": reason, **compact_run(run, progress, publish_to=out)}
+        result.theta = run.theta()  # the new base's model: the exact optimum on the kept rows
     return result
 
 
