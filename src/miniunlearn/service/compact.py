@@ -212,6 +212,7 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publ
         _kill_point("compact-after-switch")
         previous_generation = run.generation
         run.refresh()
+        run.__dict__["dataset"] = rows_ds  # the new base's rows, fingerprinted above: no reload for the next request
         removed = leftovers + purge_previous(run, book)
     stats = {**total.as_dict(),
              "solve": solve, "history": history_meta}
