@@ -318,8 +318,6 @@ def purge_previous(run: Run, book: Ledger) -> list[str]:
     """Remove what earlier bases left: their files, half-built bases, and every recorded model
     computed from an earlier base. Call while holding the request lock. Returns the removed paths
     (relative to the run directory when inside it)."""
-    if run.generation == 0:
-        return []
     paths = stale_paths(run.path, run.meta)
     after = book.base_after_request()
     for request in book.requests():
