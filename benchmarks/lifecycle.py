@@ -34,7 +34,6 @@ training rows is refused: compaction refits it, so w_R would depend on the polic
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import shutil
 import sys
@@ -60,7 +59,6 @@ from miniunlearn.models.rows import retained_ids  # noqa: E402
 from miniunlearn.runs import Run, train  # noqa: E402
 from miniunlearn.service import forget  # noqa: E402
 from miniunlearn.service.compact import AUTO_SHARE, compact  # noqa: E402
-from miniunlearn.solvers.newton import newton_cg  # noqa: E402
 from miniunlearn.training import TrainConfig, fit  # noqa: E402
 
 POLICIES = ("never", "every-5", "auto")

@@ -99,7 +99,7 @@ def test_requests_after_a_compaction_number_the_kept_rows_and_match_retraining(r
     w, w_ref = result.theta, reference.theta()
     assert float((w - w_ref).norm()) <= 1e-6 * float(w_ref.norm())
     # a request naming a row forgotten before the compaction by its key is refused: it is gone
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="compacted away"):
         forget(open_run(run.path), keys=[str(int(first[0]))], out=tmp_path / "u3")
 
 

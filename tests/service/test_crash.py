@@ -380,7 +380,6 @@ def _check_compacted_copy(copy: Path, original_model: str, reference_theta: torc
 @pytest.mark.slow
 def test_sigkill_during_compaction_leaves_the_old_base_or_the_new_one(tmp_path):
     from miniunlearn import load_dataset, train
-    from miniunlearn.service.compact import compact
 
     rng = random.Random(16)
     base = tmp_path / "original" / "run"  # with its request's output beside it: original/u0

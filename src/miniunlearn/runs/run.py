@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miniunlearn.core.errors import DataError, RunError
+from miniunlearn.core.errors import DataError, InputError, RunError
 from miniunlearn.core.storage import atomic_write_json, load_tensors, read_json, remove_durably, save_tensors
 from miniunlearn.data import Preprocessing, load_dataset
 from miniunlearn.data import keys as keys_module
@@ -273,6 +273,15 @@ class Run:
 
     def rows_for_keys(self, requested: list[str], source: str = "forget request") -> np.ndarray:
         """Every training row whose key is requested (an :class:`InputError` names unknown keys)."""
+        dropped = self.dropped_keys()
+        if dropped is not None:
+            gone = set(keys_module.canonical(dropped)) & {str(k) for k in requested}
+            if gone:
+                gone -= set(keys_module.canonical(self.keys()))  # (a key may keep rows that were not dropped)
+            if gone:
+                raise InputError(f"{source}: {len(gone)} key(s) were forgotten and compacted away already, e.g. "
+                                 f"{sorted(gone)[0]!r}; the run's base has no row of theirs (`miniunlearn ledger "
+                                 f"{self.path}` lists every forgotten key)")
         return keys_module.rows_with_keys(self.keys(), requested, self.dataset.test_keys, source)
 
     def use_dataset(self, dataset) -> None:

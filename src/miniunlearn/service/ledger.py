@@ -924,6 +924,9 @@ def forgotten_so_far(run) -> np.ndarray:
                          "name the rows with --ids or --keys")
     with Ledger.open(run) as book:
         rows = book.forgotten_ids()
+    if rows.size == 0 and getattr(run, "generation", 0) > 0:
+        raise InputError(f"no row of run {run.path} was forgotten since its last compaction (its base is the exact "
+                         "optimum on the rows it kept); name the rows with --ids or --keys")
     if rows.size == 0:
         raise InputError(f"no deletion request on run {run.path} has completed yet; name the rows with --ids or --keys")
     return rows
