@@ -30,7 +30,6 @@ from the base (a request served with a small ``refine`` budget). A run's default
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -207,9 +206,7 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publ
             "dropped_keys_blob": encode_keys(run.keys_of(forgotten)), "base_fingerprint": fingerprint,
             "base_model_sha256": file_sha256(folder / MODEL_FILE), "base_record_sha256": record_sha,
             "removed_json": None, "stats_json": None, "note": None})
-        _kill_point("compact-before-switch")
         update_run_meta(run.path, base=base_pointer(generation, record_sha))  # the switch
-        _kill_point("compact-after-switch")
         previous_generation = run.generation
         run.refresh()
         run.__dict__["dataset"] = rows_ds  # the new base's rows, fingerprinted above: no reload for the next request
@@ -225,14 +222,6 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publ
             "n_dropped_total": int(len(new_dropped)), "base_dir": str(folder), "removed": removed,
             "preprocessing": "refitted on the kept rows" if new_pre is not old_pre else "unchanged",
             **stats}
-
-
-def _kill_point(name: str) -> None:
-    """Crash tests (tests/service/test_crash.py) kill the process here when asked to."""
-    if os.environ.get("MINIUNLEARN_TEST_KILL_AT") == name:
-        import signal
-
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _penalty(run):
