@@ -77,8 +77,12 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     algorithm = make_method(method, **options)
     algorithm.check_run(run)
     check_release(method, release)
-    policy = run_policy(run) if compact is None else check_policy(compact)
-    if policy != "never" and not _records_to_ledger(ledger, out, already_forgotten):
+    recorded = _records_to_ledger(ledger, out, already_forgotten)
+    if compact is None:  # the run's default applies to recorded requests only (experiments record none)
+        policy = run_policy(run) if recorded else "never"
+    else:
+        policy = check_policy(compact)
+    if policy != "never" and not recorded:
         raise InputError("compaction works on the run's deletion ledger: give an output directory (out=...) "
                          "or compact='never'")
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
