@@ -274,15 +274,13 @@ def _done_requests(run) -> list:
 
 def _latest_model_dir(run) -> Path:
     """The newest completed request whose model forgot every row forgotten so far, else the run itself."""
-    done = _done_requests(run)
-    if not done:
+    if not Ledger.exists(run):
         return run.path
     with Ledger.open(run) as book:
         forgotten = book.forgotten_ids()
-    with Ledger.open(run) as book:
-        done = book.current_requests("done")
+        done = book.current_requests("done")  # computed from the current base (a compaction removed the others)
     if not done:
-        return run.path  # (a compacted run: the current base)
+        return run.path  # the current base: the original model, or the exact optimum a compaction made
     current = [r for r in done if np.array_equal(r.cumulative_ids(), forgotten)]
     if not current:
         return run.path
