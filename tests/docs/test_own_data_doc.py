@@ -87,3 +87,9 @@ def test_the_walk_through_runs_and_does_what_it_says(tmp_path, monkeypatch):
     assert (customers.user_id.isin([1017, 1042])).sum() == 10  # five rows each, whichever were held out
     assert (work / "runs" / "customers-sk" / "run.json").is_file()
     assert namespace["model"].forget_stats_["n_forget"] >= 1
+    # the purge: refused before compacting (with the count), served from the shorter file after
+    assert "lacks" in namespace["too_early"] and "miniunlearn compact" in namespace["too_early"]
+    assert (work / "runs" / "purge" / "bases" / "1").is_dir()
+    assert not (work / "runs" / "purge-1" / "model.safetensors").exists()  # computed from the old base
+    assert not pd.read_csv(work / "purge.csv").user_id.isin([1017, 1042, 1077]).any()
+    assert namespace["gap"] < 1e-6  # the served model against retraining on the final file

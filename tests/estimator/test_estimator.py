@@ -180,3 +180,21 @@ def test_bad_options_and_labels_are_refused_clearly(customers):
         model.forget()
     with pytest.raises(InputError, match="tol must be"):
         model.forget(rows=[1], tol=2.0)
+
+
+def test_forget_with_the_auto_policy_compacts_and_equals_refitting_on_the_kept_rows(tmp_path):
+    X, y = load_breast_cancer(return_X_y=True)
+    keys = np.array([f"u{i // 2}" for i in range(len(y))])
+    model = UnlearningLogisticRegression(alpha=1e-2, standardize=True, compact="auto").fit(X, y, keys=keys)
+    model.forget(keys=[f"u{i}" for i in range(10)])  # 20 of 569 rows: below the threshold
+    assert "compaction" not in model.forget_stats_
+    model.forget(keys=[f"u{i}" for i in range(10, 40)])  # 80 rows in all: compacted
+    assert model.forget_stats_["compaction"]["generation"] == 1
+    kept = ~np.isin(keys, [f"u{i}" for i in range(40)])
+    reference = UnlearningLogisticRegression(alpha=1e-2, standardize=True).fit(X[kept], y[kept])
+    scale = np.abs(reference.coef_).max()
+    assert np.abs(model.coef_ - reference.coef_).max() <= 1e-6 * scale  # both exact optima (||grad|| <= 1e-9)
+    assert np.abs(model.intercept_ - reference.intercept_).max() <= 1e-6 * scale
+    model.save(tmp_path / "saved")
+    loaded = UnlearningLogisticRegression.load(tmp_path / "saved")
+    assert np.array_equal(loaded.coef_, model.coef_)

@@ -349,3 +349,76 @@ def test_sigkill_at_random_moments_leaves_runs_outputs_and_ledgers_consistent(tm
     assert "done" in statuses
     print(f"\n{total} processes, {killed} killed; {complete}/{len(train_dirs) + len(cold_dirs)} training runs "
           f"complete; ledger statuses {statuses}; {union.size} rows forgotten")
+
+
+# ---------------------------------------------------------------------------------------------- compaction
+N_COMPACT_JOBS = 10
+
+
+def _check_compacted_copy(copy: Path, original_model: str, reference_theta: torch.Tensor, forgotten: int) -> int:
+    """A run killed while compacting holds its old base or the new one, whole; returns the generation."""
+    from miniunlearn.runs.bases import BASE_JSON
+
+    run = open_run(copy)
+    if run.generation == 0:
+        assert file_sha256(copy / MODEL_FILE) == original_model
+        run.mini_history()
+    else:
+        assert run.generation == 1
+        record = read_json(run.base.dir / BASE_JSON)
+        for name, digest in record["files"].items():  # every file of the new base is the one it recorded
+            assert file_sha256(run.base.dir / name) == digest
+        # both solved to ||grad F_R|| <= 1e-9 of an l2 = 1e-2 objective: within 1e-7 of its optimum each
+        assert float((run.theta() - reference_theta).norm()) <= 2e-7
+        run.mini_history()
+    _ = run.dataset  # the rows match the base's fingerprint
+    with Ledger.open(run) as book:
+        assert book.forgotten_ids().size == (forgotten if run.generation == 0 else 0)
+    return run.generation
+
+
+@pytest.mark.slow
+def test_sigkill_during_compaction_leaves_the_old_base_or_the_new_one(tmp_path):
+    from miniunlearn import load_dataset, train
+
+    rng = random.Random(16)
+    base = tmp_path / "original" / "run"  # with its request's output beside it: original/u0
+    train(load_dataset("breast_cancer"), 1e-2, base)
+    forgotten = list(range(0, 40, 2))
+    forget(open_run(base), forgotten, "mini", out=base.parent / "u0", tol=1e-6)
+    original_model = file_sha256(base / MODEL_FILE)
+    copies = []
+    for i in range(N_COMPACT_JOBS + 1):
+        shutil.copytree(base.parent, tmp_path / f"copy{i}", ignore=shutil.ignore_patterns("ledger.lock"))
+        copies.append(tmp_path / f"copy{i}" / "run")
+    calibration = _run_zygote(tmp_path, [{"args": ["compact", copies[0], "--json"],
+                                          "count_file": str(tmp_path / "compact.steps")}], "calibrate", parallel=1)
+    assert calibration[0]["code"] == 0
+    steps = int((tmp_path / "compact.steps").read_text())
+    assert steps >= 8
+    reference = open_run(copies[0])
+    # half the kills anywhere, half in the last third (the new base is written, the switch and the purge follow)
+    jobs = [{"args": ["compact", copy, "--json"], "pause": 0.0,
+             "kill_at": rng.randint(1 if i % 2 else (2 * steps) // 3, steps)} for i, copy in enumerate(copies[1:])]
+    outcomes = _run_zygote(tmp_path, jobs, "compact")
+    assert sum(o["killed"] for o in outcomes) >= N_COMPACT_JOBS // 2
+
+    generations = [_check_compacted_copy(copy, original_model, reference.theta(), len(forgotten))
+                   for copy in copies[1:]]
+    assert set(generations) == {0, 1}  # kills landed before and after the switch
+
+    # the next request settles what a killed compaction left: leftovers removed, ledger entries closed
+    for copy, generation in zip(copies[1:], generations):
+        run = open_run(copy)
+        key = str(41 + generation)  # a row still present in either base (keys are the original row numbers)
+        forget(run, keys=[key], method="mini", out=copy.parent / "next", tol=1e-6)
+        with Ledger.open(open_run(copy)) as book:
+            statuses = {c.status for c in book.compactions()}
+            assert "started" not in statuses
+            assert ("done" in statuses) == (generation == 1)
+            assert book.verify() == []
+        leftovers = [p.name for p in (copy / "bases").iterdir()] if (copy / "bases").exists() else []
+        assert leftovers == (["1"] if generation == 1 else [])
+        assert (copy / MODEL_FILE).exists() == (generation == 0)
+        assert (copy.parent / "u0" / MODEL_FILE).exists() == (generation == 0)  # computed from the old base
+    print(f"\n{len(jobs)} compactions, {sum(o['killed'] for o in outcomes)} killed; generations {generations}")

@@ -95,7 +95,7 @@ def test_a_request_is_recorded_with_ids_method_result_and_hash(run, tmp_path):
     assert saved["ledger_request"] == r.id and saved["model_sha256"] == r.model_sha256
     with sqlite3.connect(run.path / LEDGER_FILE) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_bound_or_certificate_and_options_are_recorded(run, tmp_path, shrink):
@@ -470,7 +470,7 @@ def test_a_version_1_ledger_is_read_as_it_is_and_migrated_by_the_next_request(ru
     assert (run.path / LEDGER_FILE).read_bytes() == before  # reading changed nothing
     forget(run, [8], "retrain", out=tmp_path / "c")  # a new request migrates, in one transaction
     with sqlite3.connect(run.path / LEDGER_FILE) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
     first, second, third = requests(run)
     assert first.keys() == ["3", "5"] and first.out_dir == "../a" and third.ids().tolist() == [8]
     assert first.model_problem() is None and third.n_cumulative == 3

@@ -12,7 +12,7 @@ from miniunlearn.core.errors import InputError
 KEYS_HELP = ("File with one key per line: values of the data's id column (csv/parquet id=, npz ids); every row "
              "with one of these keys is forgotten. Without an id column a row's key is its row number in the data file.")
 RESERVED = {"run", "forget_ids", "method", "out", "workers", "overwrite", "progress", "already_forgotten", "ledger",
-            "keys", "release"}
+            "keys", "release", "compact"}
 
 
 def _release_options(func):
@@ -75,7 +75,7 @@ def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity,
 
 
 def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, options, overwrite, as_json,
-                       release_options: dict, default_to_forgotten=False):
+                       release_options: dict, default_to_forgotten=False, compact=None):
     from miniunlearn import distributed
     from miniunlearn.core.progress import progress_bar, set_progress
     from miniunlearn.runs import open_run
@@ -93,7 +93,7 @@ def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, optio
         release = _release_request(run, request, **release_options)
         with progress_bar(f"forget {what} ({method})", None) as advance:
             result = forget_fn(run, method=method, out=out, workers=workers, overwrite=overwrite,
-                               progress=advance, release=release, **request, **options)
+                               progress=advance, release=release, compact=compact, **request, **options)
     finally:
         distributed.shutdown()
     if not writer:  # rank 0 reports
@@ -118,6 +118,11 @@ def _print_result(p: dict) -> None:
         rows.append(("certified release", (f"({r['epsilon']:g}, {r['delta']:g}): sigma {r['sigma']:.4g} on "
                                            f"sensitivity {r['sensitivity']:.4g} ({r['mechanism']})")))
     rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+    compaction = p.get("compaction")
+    if compaction is not None:
+        rows.append(("compacted", f"{compaction['reason']}: base {compaction['generation']} with "
+                                  f"{compaction['n_after']} rows in {compaction['time_s']:.2f} s; removed "
+                                  f"{len(compaction['removed'])} file(s), including this request's model"))
     console().print(kv_table("forgotten", rows))
 
 
@@ -137,10 +142,14 @@ def _print_result(p: dict) -> None:
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel workers for gradient sums.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Further method option (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace existing results in --out.")
+@click.option("--compact", "compact", type=click.Choice(["never", "auto", "always"]), default=None,
+              help="After the request, compact the run (`miniunlearn compact`) when this policy says so; auto: "
+                   "once 10 % of the base's rows are forgotten since it was made, or the certificate exceeds 1 % "
+                   "of the distance moved. Default: the run's policy (`compact RUN --policy`), else never.")
 @_release_options
 @JSON_OPTION
-def forget(run_dir, ids_file, keys_file, method, out, tol, max_passes, refine, workers, settings, overwrite, epsilon,
-           delta, mechanism, sensitivity, like_dir, as_json):
+def forget(run_dir, ids_file, keys_file, method, out, tol, max_passes, refine, workers, settings, overwrite, compact,
+           epsilon, delta, mechanism, sensitivity, like_dir, as_json):
     """Remove the rows in --ids, or the rows with the keys in --keys, from RUN_DIR's model; write
     the unlearned model to --out.
 
@@ -162,7 +171,7 @@ def forget(run_dir, ids_file, keys_file, method, out, tol, max_passes, refine, w
             options[name] = value
     _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, options, overwrite, as_json,
                        dict(epsilon=epsilon, delta=delta, mechanism=mechanism, sensitivity=sensitivity,
-                            like_dir=like_dir))
+                            like_dir=like_dir), compact=compact)
 
 
 @click.command(context_settings=CONTEXT)

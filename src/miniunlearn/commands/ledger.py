@@ -42,7 +42,8 @@ def ledger(run_dir, verify, forgotten_out, forgotten_keys_out, as_json):
 
     run = open_run(run_dir)
     payload = {"run": str(run.path), "ledger": str(Ledger.path_for(run)), "n_train": run.n_train,
-               "schema_version": SCHEMA_VERSION, "forgotten_rows": 0, "forgotten_keys": 0, "requests": []}
+               "schema_version": SCHEMA_VERSION, "base_generation": run.generation, "forgotten_rows": 0,
+               "forgotten_keys": 0, "requests": [], "compactions": []}
     problems: list[str] = []
     forgotten, keys = [], []
     if Ledger.exists(run):
@@ -54,6 +55,7 @@ def ledger(run_dir, verify, forgotten_out, forgotten_keys_out, as_json):
             payload["forgotten_rows"] = int(len(forgotten))
             payload["forgotten_keys"] = len(keys)
             payload["requests"] = [_describe(r, busy) for r in requests]
+            payload["compactions"] = [c.summary() for c in book.compactions()]
             if verify:
                 problems = book.verify()
     else:
@@ -87,9 +89,10 @@ def _human(payload: dict) -> None:
 
     
     out = console()
+    since = " since the last compaction" if payload.get("base_generation") else ""
     out.print(f"[bold]{payload['ledger']}[/bold]: {len(payload['requests'])} request(s); "
-              f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten "
-              f"({payload['forgotten_keys']} keys)")
+              f"{payload['forgotten_rows']} of {payload['n_train']} training rows forgotten{since} "
+              f"({payload['forgotten_keys']} keys forgotten in all)")
     if payload.get("note"):
         out.print(payload["note"])
     requests = payload["requests"]
@@ -110,6 +113,10 @@ def _human(payload: dict) -> None:
         for r in requests:
             if r.get("note"):
                 out.print(f"#{r['id']}: {r['note']}")
+    for c in payload.get("compactions", []):
+        out.print(f"compaction #{c['id']} ({c['status']}, {c['started_at'][:19].replace('T', ' ')}): base "
+                  f"{c['generation']} after request #{c['after_request']}, {c['n_before']} -> {c['n_after']} rows, "
+                  f"{len(c['removed'])} file(s) removed" + (f"; {c['note']}" if c.get("note") else ""))
     if "verify" in payload:
         if payload["verify"]["ok"]:
             out.print("verify: every completed request's model is present with its recorded SHA-256")

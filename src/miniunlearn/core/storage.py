@@ -152,6 +152,32 @@ def remove_durably(path: str | os.PathLike) -> bool:
     return True
 
 
+def rename_durably(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename ``source`` (a file or a whole directory, built under a temporary name) to ``target``
+    atomically, and make the rename durable."""
+    source, target = Path(source), Path(target)
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    _fsync_dir(target.parent)
+
+
+def remove_tree_durably(path: str | os.PathLike) -> bool:
+    """Delete a file or a directory tree (if present) and make the deletion durable; return whether it existed."""
+    path = Path(path)
+    if path.is_dir() and not path.is_symlink():
+        try:
+            shutil.rmtree(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise RunError(f"could not remove {path}: {exc.strerror or exc}") from exc
+        _fsync_dir(path.parent)
+        return True
+    return remove_durably(path)
+
+
 def plain(value: Any) -> Any:
     """``value`` as plain JSON data: numpy scalars and arrays, tuples and paths converted, and every
     non-finite float (NaN, +-inf) replaced by ``None`` -- strict JSON has no such numbers."""

@@ -157,13 +157,55 @@ def parse_dataset_spec(spec: str) -> tuple[DatasetInfo, dict[str, Any]]:
         raise DataError(str(exc)) from None
 
 
-def load_dataset(spec: str) -> Dataset:
+def load_dataset(spec: str, statistics: Preprocessing | None = None) -> Dataset:
     """Load a dataset from its spec, e.g. ``"digits"``, ``"synthetic:n_samples=5000,n_classes=3"``,
-    ``"csv:path=own.csv,target=label"`` or just ``"own.npz"``."""
+    ``"csv:path=own.csv,target=label"`` or just ``"own.npz"``.
+
+    ``statistics`` (a standardising :class:`Preprocessing`): standardise with its means and scales
+    instead of the data's own -- what a compacted run's base uses (its statistics are those of the
+    rows it kept). File formats apply them as they read the raw rows, so the features are the
+    same, bit for bit, whether or not the file still holds rows the base left out; other datasets
+    are mapped back to raw features and forward again (:func:`restandardized`).
+    """
     info, values = parse_dataset_spec(spec)
+    if statistics is not None and info.suffixes:
+        values = {**values, "statistics": statistics}
     dataset = info.loader(**values)
     recorded = dataset.spec if info.suffixes else spec.strip()
-    return dataclasses.replace(dataset, spec=recorded, reloadable=True)
+    dataset = dataclasses.replace(dataset, spec=recorded, reloadable=True)
+    if statistics is not None and not info.suffixes:
+        dataset = restandardized(dataset, statistics)
+    return dataset
+
+
+def is_file_format(spec: str) -> bool:
+    """True when ``spec`` names a data file (csv, parquet, npz, svmlight), which a user may edit."""
+    info, _ = parse_dataset_spec(spec)
+    return bool(info.suffixes)
+
+
+def restandardized(dataset: Dataset, statistics: Preprocessing, chunk_rows: int = 1 << 16) -> Dataset:
+    """``dataset`` standardised by ``statistics``' means and scales instead of its own.
+
+    Every feature goes back to its raw value and forward again, ``z' = (z s + m - m') / s'``
+    (float64, in chunks; float32 features stay float32). Labels, keys and the split are unchanged.
+    """
+    own = dataset.preprocessing
+    if not (own.scaled and statistics.scaled):
+        raise DataError(f"dataset {dataset.name!r}: only standardised features can take other statistics")
+    if np.array_equal(own.mean, statistics.mean) and np.array_equal(own.scale, statistics.scale):
+        return dataset
+
+    def remap(X: np.ndarray) -> np.ndarray:
+        out = np.empty(X.shape, dtype=np.float32 if X.dtype == np.float32 else np.float64)
+        for start in range(0, X.shape[0], chunk_rows):
+            out[start:start + chunk_rows] = statistics.transform(own.inverse(X[start:start + chunk_rows]))
+        return out
+
+    record = dataclasses.replace(own, mean=statistics.mean, scale=statistics.scale,
+                                 description=statistics.description)
+    return dataclasses.replace(dataset, X_train=remap(dataset.X_train), X_test=remap(dataset.X_test),
+                               preprocessing=record, _fingerprint=[])
 
 
 def standardize(X_train: np.ndarray, X_test: np.ndarray, classes, split: str,

@@ -421,22 +421,29 @@ def _codes(labels: np.ndarray, label_codes: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------- datasets
 def table_dataset(name: str, spec: str, train: Reader, test: Reader | None, test_size: float | None, seed: int,
-                  standardize: bool, fingerprint_of_source: str) -> Dataset:
+                  standardize: bool, fingerprint_of_source: str, statistics=None) -> Dataset:
     """Scan the file(s), write (or open the cached) float32 memory maps, and return the :class:`Dataset`.
 
-    The cache key covers the spec (file, columns, split, scaling) and the files' size and
-    modification time, so an edited file is read again.
+    The cache key covers the spec (file, columns, split, scaling), the files' size and
+    modification time, and given ``statistics`` (a :class:`Preprocessing` whose means and scales
+    standardise the rows instead of the training rows' own), so an edited file is read again.
     """
     if test is not None and test_size is not None:
         raise DataError(f"{train.where}: give test=FILE or test_size, not both")
+    if statistics is not None and not (standardize and statistics.scaled):
+        raise DataError(f"{train.where}: standardisation statistics given for data that is not standardised")
     share = 0.0 if test is not None else (DEFAULT_TEST_SIZE if test_size is None else float(test_size))
-    key = f"{name}-" + hashlib.sha256(f"{CACHE_VERSION}|{spec}|{fingerprint_of_source}".encode()).hexdigest()[:24]
+    given = "" if statistics is None else "|" + hashlib.sha256(statistics.mean.tobytes()
+                                                               + statistics.scale.tobytes()).hexdigest()
+    key = f"{name}-" + hashlib.sha256(f"{CACHE_VERSION}|{spec}|{fingerprint_of_source}{given}".encode()).hexdigest()[:24]
     found = cached_folder(key)
     if found is None:
         readers = [(train, lambda start, count: held_out_rows(start, count, share, seed))]
         if test is not None:
             readers.append((test, lambda start, count: np.ones(count, dtype=bool)))
-        summary = scan(readers, standardize, train.where)
+        summary = scan(readers, standardize and statistics is None, train.where)
+        if statistics is not None:
+            summary.scaler = (statistics.mean, statistics.scale)
         n_test = int(summary.test_rows.sum())
 
         def coded():
@@ -475,7 +482,8 @@ def _spec(name: str, **options) -> str:
 
 
 def _table_loader(name: str, open_reader: Callable[..., Reader]):
-    def load(path=None, target=None, id=None, test=None, test_size=None, seed=0, standardize=1) -> Dataset:  # noqa: A002
+    def load(path=None, target=None, id=None, test=None, test_size=None, seed=0, standardize=1,  # noqa: A002
+             statistics=None) -> Dataset:
         reader = open_reader(path, target, id)
         main = _file(path, name)
         test_file = None if test is None else _file(test, f"{name} test")
@@ -483,7 +491,7 @@ def _table_loader(name: str, open_reader: Callable[..., Reader]):
         spec = _spec(name, path=main, target=target, id=id, test=test_file, test_size=test_size,
                      seed=seed or None, standardize=None if standardize else 0)
         return table_dataset(name, spec, reader, test_reader, test_size, seed, bool(standardize),
-                             _source_identity(main, test_file))
+                             _source_identity(main, test_file), statistics)
 
     return load
 
@@ -498,17 +506,18 @@ register_dataset("parquet", "your Parquet file (pyarrow): numeric features, a la
 
 @register_dataset("npz", "your .npz file: arrays X, y[, ids], or X_train, y_train, X_test, y_test (as `data export` writes)",
                   parameters=COMMON, available=lambda: (True, "npz:path=FILE"), suffixes=(".npz",))
-def load_npz(path=None, test_size=None, seed=0, standardize=1) -> Dataset:
+def load_npz(path=None, test_size=None, seed=0, standardize=1, statistics=None) -> Dataset:
     train, test = _npz_readers(path)
     main = _file(path, "npz")
     spec = _spec("npz", path=main, test_size=test_size, seed=seed or None, standardize=None if standardize else 0)
-    return table_dataset("npz", spec, train, test, test_size, seed, bool(standardize), _source_identity(main))
+    return table_dataset("npz", spec, train, test, test_size, seed, bool(standardize), _source_identity(main),
+                         statistics)
 
 
 @register_dataset("svmlight", "your svmlight / libsvm file (scikit-learn's reader; rows made dense)",
                   parameters={**COMMON, "test": Param(None, Text(), None, help="a second svmlight file: the test rows")},
                   available=lambda: (True, "svmlight:path=FILE"), suffixes=(".svm", ".svmlight", ".libsvm"))
-def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1) -> Dataset:
+def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1, statistics=None) -> Dataset:
     train = svmlight_reader(path)
     main = _file(path, "svmlight")
     test_file = None if test is None else _file(test, "svmlight test")
@@ -516,7 +525,7 @@ def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1) -
     spec = _spec("svmlight", path=main, test=test_file, test_size=test_size, seed=seed or None,
                  standardize=None if standardize else 0)
     return table_dataset("svmlight", spec, train, test_reader, test_size, seed, bool(standardize),
-                         _source_identity(main, test_file))
+                         _source_identity(main, test_file), statistics)
 
 
 # ---------------------------------------------------------------------------------------------- raw rows

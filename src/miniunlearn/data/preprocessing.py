@@ -192,6 +192,15 @@ class Preprocessing:
         out /= self.scale
         return out
 
+    def inverse(self, Z: np.ndarray) -> np.ndarray:
+        """The raw features of preprocessed rows, ``z scale + mean`` (float64; a copy)."""
+        X = np.array(Z, dtype=np.float64)
+        if self.mean is None:
+            return X
+        X *= self.scale
+        X += self.mean
+        return X
+
     def raw_linear(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The model ``W z + b`` on preprocessed features ``z`` as ``W' x + b'`` on raw features ``x``."""
         weight, bias = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
@@ -199,6 +208,14 @@ class Preprocessing:
             return weight.copy(), bias.copy()
         folded = weight / self.scale
         return folded, bias - folded @ self.mean
+
+    def feature_linear(self, weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of :meth:`raw_linear`: ``W' x + b'`` on raw features as ``W z + b`` on this record's
+        features, ``W = W' scale`` and ``b = b' + W' mean`` (the same logits for every raw row)."""
+        weight, bias = np.asarray(weight, dtype=np.float64), np.asarray(bias, dtype=np.float64)
+        if self.mean is None:
+            return weight.copy(), bias.copy()
+        return weight * self.scale, bias + weight @ self.mean
 
     # -- labels ---------------------------------------------------------------------------------
     def labels_array(self) -> np.ndarray:

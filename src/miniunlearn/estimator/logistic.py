@@ -33,7 +33,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from miniunlearn.core.errors import InputError, RunError
-from miniunlearn.core.params import Boolean, Interval, Param, validate_params
+from miniunlearn.core.params import Boolean, Interval, Options, Param, validate_params
 from miniunlearn.core.progress import disabled as progress_disabled
 from miniunlearn.core.storage import atomic_write_json, read_json
 from miniunlearn.data import Dataset
@@ -54,6 +54,9 @@ PARAMETERS = {
     "standardize": Param(False, Boolean(),
                          help="centre and scale features on the training rows (folded into coef_ and intercept_)"),
     "max_iter": Param(100, Interval(Integral, 1, 10_000), help="Newton iterations at most"),
+    "compact": Param("never", Options(("never", "auto", "always")),
+                     help="compaction policy of forget(): auto compacts once 10 % of the base's rows are forgotten "
+                          "since the last compaction (miniunlearn.service.compact)"),
 }
 
 
@@ -72,6 +75,8 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         Centre and scale the features by the training rows' mean and standard deviation.
     max_iter : int, default=100
         Newton iterations at most (training stops at ``||grad F|| <= 1e-9``).
+    compact : {"never", "auto", "always"}, default="never"
+        Compaction policy of :meth:`forget` (see :meth:`compact_run`).
 
     Attributes
     ----------
@@ -85,7 +90,9 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
     forget_stats_ : dict -- statistics of the latest :meth:`forget` (time, certificate, rows forgotten)
     """
 
-    def __init__(self, alpha=1e-3, tol=1e-6, penalize_intercept=True, standardize=False, max_iter=100):
+    def __init__(self, alpha=1e-3, tol=1e-6, penalize_intercept=True, standardize=False, max_iter=100,
+                 compact="never"):
+        self.compact = compact
         self.alpha = alpha
         self.tol = tol
         self.penalize_intercept = penalize_intercept
@@ -156,13 +163,15 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         return self.classes_[codes]
 
     # ---------------------------------------------------------------------------------------- forget
-    def forget(self, rows=None, keys=None, tol=None):
+    def forget(self, rows=None, keys=None, tol=None, compact=None):
         """Forget training rows -- by row number (``rows``) or by key (``keys``) -- in place; returns self.
 
         A deletion request on the estimator's run: recorded in its ledger and cumulative (rows
         forgotten before stay forgotten). Computed by Mini-Unlearning from the run's history; the
         statistics (time, certificate bound on the distance to retraining, rows) are in
-        ``forget_stats_``. ``tol`` defaults to the estimator's ``tol``.
+        ``forget_stats_``. ``tol`` defaults to the estimator's ``tol``, ``compact`` (the policy) to
+        the estimator's ``compact``: when it compacts, the model is the exact optimum on the kept rows
+        and row numbers start again at 0 over them (keys do not change).
         """
         check_is_fitted(self)
         tolerance = self.tol if tol is None else tol
@@ -170,9 +179,24 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         run = self._run()
         out = self.run_dir_ / UNLEARNED_DIR / f"{len(_done_requests(run)) + 1:04d}"
         with progress_disabled():
-            result = forget(run, rows, method="mini", out=out, keys=keys, tol=tolerance)
+            result = forget(run, rows, method="mini", out=out, keys=keys, tol=tolerance,
+                            compact=self._options()["compact"] if compact is None else compact)
         self.forget_stats_ = {**result.stats, "tol": tolerance}
         self._use_model(out)
+        return self
+
+    def compact_run(self):
+        """Compact the estimator's run now (:func:`miniunlearn.service.compact.compact`): solve the
+        objective on the kept rows exactly from the current model, rebuild the history there, and
+        remove every file that depended on forgotten rows; returns self (``compact_stats_``).
+        Row numbers then count the kept rows only; keys do not change."""
+        from miniunlearn.service.compact import compact as compact_fn
+
+        check_is_fitted(self)
+        run = self._run()
+        with progress_disabled():
+            self.compact_stats_ = compact_fn(run)
+        self._use_model(run.path)
         return self
 
     def _run(self) -> Run:
@@ -250,11 +274,13 @@ def _done_requests(run) -> list:
 
 def _latest_model_dir(run) -> Path:
     """The newest completed request whose model forgot every row forgotten so far, else the run itself."""
-    done = _done_requests(run)
-    if not done:
+    if not Ledger.exists(run):
         return run.path
     with Ledger.open(run) as book:
         forgotten = book.forgotten_ids()
+        done = book.current_requests("done")  # computed from the current base (a compaction removed the others)
+    if not done:
+        return run.path  # the current base: the original model, or the exact optimum a compaction made
     current = [r for r in done if np.array_equal(r.cumulative_ids(), forgotten)]
     if not current:
         return run.path

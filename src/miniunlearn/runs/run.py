@@ -8,6 +8,9 @@
       deltagrad.safetensors  DeltaGrad's per-iteration history (when asked for)
       keys.npy, data/        the training rows' keys, and the data of runs trained on data in memory
                              (see miniunlearn.runs.stored)
+      bases/<g>/             after a compaction: the current base (model, history, keys, data) that
+                             replaces the files above (see miniunlearn.runs.bases); run.json's
+                             "base" entry names it, the rest of run.json keeps the original training
 
 Every model file carries the preprocessing that maps raw features to the model's features
 (``feature_mean``, ``feature_scale`` float64 tensors when the features were standardised) and,
@@ -27,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from miniunlearn.core.errors import DataError, RunError
+from miniunlearn.core.errors import DataError, InputError, RunError
 from miniunlearn.core.storage import atomic_write_json, load_tensors, read_json, remove_durably, save_tensors
 from miniunlearn.data import Preprocessing, load_dataset
 from miniunlearn.data import keys as keys_module
@@ -57,12 +60,26 @@ def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Te
     return path
 
 
+def model_dir(path: str | Path) -> Path:
+    """The directory holding a model: an unlearned model's own, or a run's current base (the run
+    directory itself until a compaction; :mod:`miniunlearn.runs.bases`)."""
+    from miniunlearn.runs.bases import read_base
+
+    path = Path(path)
+    if (path / RUN_JSON).is_file():
+        meta = read_json(path / RUN_JSON, "run.json")
+        if isinstance(meta, dict) and meta.get("base") is not None:
+            check_run_meta(meta, path / RUN_JSON)
+            return read_base(path, meta).dir
+    return path
+
+
 def load_preprocessing(path: str | Path) -> Preprocessing:
     """The preprocessing saved with a model (directory or file); class numbers 0..C-1 and no
     scaling for models saved before miniunlearn kept it."""
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = model_dir(path) / MODEL_FILE
     model, _, meta = load_model(path)
     if "preprocessing" not in meta:
         return Preprocessing.class_numbers(model.n_classes, description="not recorded (features used as given)")
@@ -83,10 +100,12 @@ def load_preprocessing(path: str | Path) -> Preprocessing:
 
 
 def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict]:
-    """Load a model directory's (or file's) ``model.safetensors``: returns (model, theta, metadata)."""
+    """Load a model directory's (or file's) ``model.safetensors``: returns (model, theta, metadata).
+
+    A run directory gives its current base's model."""
     path = Path(path)
     if path.is_dir():
-        path = path / MODEL_FILE
+        path = model_dir(path) / MODEL_FILE
     tensors, meta = load_tensors(path, "model file", names=["weight", "bias"])
     weight, bias = tensors["weight"], tensors["bias"]
     if weight.dim() != 2 or bias.dim() != 1 or weight.shape[0] != bias.shape[0]:
@@ -98,9 +117,16 @@ def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict
 
 
 class Run:
-    """A trained run directory (see the module docstring)."""
+    """A trained run directory (see the module docstring), served from its current base.
+
+    Everything a deletion computes from -- parameters, history, rows and their keys, row count,
+    fingerprint, preprocessing -- is the current base's (:mod:`miniunlearn.runs.bases`); ``meta``
+    (run.json) keeps the configuration and the facts of the original training.
+    """
 
     def __init__(self, path: str | Path):
+        from miniunlearn.runs.bases import read_base
+
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunError(f"run directory not found: {self.path}")
@@ -108,9 +134,27 @@ class Run:
             raise RunError(f"{self.path} holds an unlearned model (result.json), not a training run; to forget "
                            f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
                            "ledger remembers what was already forgotten and every method computes from the "
-                           "original history")
+                           "run's base")
         self.meta = read_json(self.path / RUN_JSON, "run.json")
         check_run_meta(self.meta, self.path / RUN_JSON)
+        self.base = read_base(self.path, self.meta)
+        self.given_data = None  # data in memory standing in for the recorded spec (use_dataset)
+
+    def refresh(self) -> bool:
+        """Re-read run.json; when another base became current (a compaction, maybe by another
+        process), forget everything read from the old one. Returns whether the base changed."""
+        from miniunlearn.runs.bases import read_base
+
+        meta = read_json(self.path / RUN_JSON, "run.json")
+        check_run_meta(meta, self.path / RUN_JSON)
+        base = read_base(self.path, meta)
+        self.meta = meta
+        changed = (base.generation, base.fingerprint) != (self.base.generation, self.base.fingerprint)
+        if changed:
+            self.base = base
+            for name in ("dataset", "preprocessing", "_keys"):
+                self.__dict__.pop(name, None)
+        return changed
 
     # -- configuration ---------------------------------------------------------------------
     @property
@@ -130,12 +174,21 @@ class Run:
         return bool(self.config.get("penalize_intercept", True))
 
     @property
+    def spec(self) -> str:
+        return self.meta["dataset"]["spec"]
+
+    @property
+    def generation(self) -> int:
+        """The current base's generation: 0 until the first compaction."""
+        return self.base.generation
+
+    @property
     def fingerprint(self) -> str:
-        return self.meta["dataset"]["fingerprint"]
+        return self.base.fingerprint
 
     @property
     def n_train(self) -> int:
-        return int(self.meta["dataset"]["n_train"])
+        return self.base.n_train
 
     @cached_property
     def model(self) -> LogisticRegression:
@@ -144,40 +197,75 @@ class Run:
 
     # -- files -----------------------------------------------------------------------------
     def theta(self) -> torch.Tensor:
-        model, theta, _ = load_model(self.path)
+        model, theta, _ = load_model(self.base.dir)
         if (model.n_features, model.n_classes) != (self.model.n_features, self.model.n_classes):
-            raise RunError(f"{self.path / MODEL_FILE} does not match run.json's model shape")
+            raise RunError(f"{self.base.dir / MODEL_FILE} does not match run.json's model shape")
         return theta
 
     @cached_property
     def preprocessing(self) -> Preprocessing:
         """Raw features -> the model's features, class numbers -> the user's labels (saved with the model)."""
-        return load_preprocessing(self.path)
+        return load_preprocessing(self.base.dir)
 
     @cached_property
     def dataset(self):
-        """The training data -- stored in the run, or reloaded from the recorded spec -- checked
-        against the fingerprint."""
+        """The base's training rows -- stored in the run, or reloaded from the recorded spec --
+        checked against the base's fingerprint."""
         from miniunlearn.runs.stored import load_stored
 
-        if "stored" in self.meta["dataset"]:
-            keys = None if self.meta["dataset"].get("keys") is None else self.keys()
-            dataset = load_stored(self.path, self.meta, self.preprocessing, keys)
+        if self.base.stored is not None:
+            keys = None if self.base.keys_record is None else self.keys()
+            dataset = load_stored(self.base.dir, self.base.data, self.model.n_classes, self.preprocessing, keys)
+        elif self.base.generation == 0:
+            dataset = self.given_data if self.given_data is not None else load_dataset(self.spec)
         else:
-            dataset = load_dataset(self.meta["dataset"]["spec"])
+            dataset = self.rows_of(self.preprocessing, self.keys(), self.dropped_keys())
         self.check_dataset(dataset)
         return dataset
 
+    def rows_of(self, preprocessing: Preprocessing, keys: np.ndarray, dropped: np.ndarray | None):
+        """The rows with ``keys`` (in that order) out of the run's data source, standardised like
+        ``preprocessing``; rows whose keys are in ``dropped`` are left out while the source still holds them
+        (:func:`miniunlearn.runs.bases.select_base_rows`). Not fingerprint-checked."""
+        from miniunlearn.runs.bases import MissingRowsError, select_base_rows
+
+        statistics = preprocessing if preprocessing.scaled else None
+        try:
+            return select_base_rows(self._source(statistics), keys, dropped, f"the data for {self.spec!r}")
+        except MissingRowsError as exc:
+            raise self._missing_rows(exc.missing) from None
+
+    def _source(self, statistics: Preprocessing | None):
+        """The run's data as the spec loads it (or as given to :meth:`use_dataset`), standardised by ``statistics``."""
+        from miniunlearn.data.base import is_file_format, restandardized
+
+        given = self.given_data
+        if given is not None and self.base.stored is None:
+            if statistics is None or (np.array_equal(given.preprocessing.mean, statistics.mean)
+                                      and np.array_equal(given.preprocessing.scale, statistics.scale)):
+                return given
+            if not is_file_format(self.spec):  # files are re-read: their float32 maps are made from raw values
+                return restandardized(given, statistics)
+        return load_dataset(self.spec, statistics)
+
     # -- keys ------------------------------------------------------------------------------
     def keys(self) -> np.ndarray:
-        """The training rows' keys (:mod:`miniunlearn.data.keys`): the data's id column, else row numbers."""
+        """The base rows' keys (:mod:`miniunlearn.data.keys`): the data's id column, else row numbers
+        in the original data."""
         return self._keys
 
     @cached_property
     def _keys(self) -> np.ndarray:
         from miniunlearn.runs.stored import load_keys
 
-        return load_keys(self.path, self.meta["dataset"].get("keys"), self.n_train)
+        return load_keys(self.base.dir, self.base.keys_record, self.n_train)
+
+    def dropped_keys(self) -> np.ndarray | None:
+        """Every key whose rows compactions have left out (None before the first compaction)."""
+        from miniunlearn.runs.stored import load_keys
+
+        record = self.base.dropped_keys_record
+        return None if record is None else load_keys(self.base.dir, record, None)
 
     def keys_of(self, rows: np.ndarray) -> list[str]:
         """The canonical text of the keys of training rows ``rows``."""
@@ -185,25 +273,57 @@ class Run:
 
     def rows_for_keys(self, requested: list[str], source: str = "forget request") -> np.ndarray:
         """Every training row whose key is requested (an :class:`InputError` names unknown keys)."""
+        dropped = self.dropped_keys()
+        if dropped is not None:
+            gone = set(keys_module.canonical(dropped)) & {str(k) for k in requested}
+            if gone:
+                gone -= set(keys_module.canonical(self.keys()))  # (a key may keep rows that were not dropped)
+            if gone:
+                raise InputError(f"{source}: {len(gone)} key(s) were forgotten and compacted away already, e.g. "
+                                 f"{sorted(gone)[0]!r}; the run's base has no row of theirs (`miniunlearn ledger "
+                                 f"{self.path}` lists every forgotten key)")
         return keys_module.rows_with_keys(self.keys(), requested, self.dataset.test_keys, source)
 
     def use_dataset(self, dataset) -> None:
-        """Unlearn against ``dataset`` (already in memory) instead of reloading the recorded spec;
-        it must match the run's fingerprint."""
-        self.check_dataset(dataset)
-        self.__dict__["dataset"] = dataset  # what the cached property would have computed
+        """Unlearn against ``dataset`` (already in memory) instead of reloading the recorded spec:
+        the base's rows, or the data as the spec loads it (after a compaction the base's rows are
+        then taken out of it by key, and again after every later compaction)."""
+        previous, self.given_data = self.given_data, dataset
+        try:
+            chosen = dataset
+            if self.base.generation > 0 and self.base.stored is None and not (
+                    dataset.n_train == self.n_train and dataset.fingerprint() == self.fingerprint):
+                chosen = self.rows_of(self.preprocessing, self.keys(), self.dropped_keys())
+            self.check_dataset(chosen)
+        except BaseException:
+            self.given_data = previous
+            raise
+        self.__dict__["dataset"] = chosen  # what the cached property would have computed
 
     def check_dataset(self, dataset) -> None:
+        if dataset.n_train < self.n_train:
+            raise self._missing_rows(self.n_train - dataset.n_train)
         if dataset.n_train != self.n_train:
-            raise DataError(f"the data for {self.meta['dataset']['spec']!r} has {dataset.n_train} training rows but "
+            raise DataError(f"the data for {self.spec!r} has {dataset.n_train} training rows but "
                             f"run {self.path} records {self.n_train}; refusing to unlearn against other data")
         if dataset.fingerprint() != self.fingerprint:
-            raise DataError(f"the data for {self.meta['dataset']['spec']!r} no longer matches run {self.path}: "
+            raise DataError(f"the data for {self.spec!r} no longer matches run {self.path}: "
                             f"fingerprint {dataset.fingerprint()[:23]}... != recorded {self.fingerprint[:23]}...; "
-                            "the history was computed on other data, so unlearning against it is refused")
+                            "the history was computed on other data, so unlearning against it is refused"
+                            + _positional_split_note(self.spec))
+
+    def _missing_rows(self, missing: int):
+        """The error for a data source that lacks ``missing`` of the base's rows."""
+        from miniunlearn.runs.bases import MissingRowsError
+
+        file = _data_file(self.spec)
+        return MissingRowsError(
+            f"the data for {self.spec!r} lacks {missing} of the {self.n_train} training rows of run {self.path}: "
+            f"rows forgotten since the last compaction are still needed in the data; run `miniunlearn compact "
+            f"{self.path}` before removing them from {file or 'the data'}", missing, file)
 
     def history_path(self) -> Path:
-        return self.path / HISTORY_FILE
+        return self.base.dir / HISTORY_FILE
 
     def mini_history(self):
         if not self.history_path().is_file():
@@ -220,7 +340,7 @@ class Run:
         return history
 
     def deltagrad_history(self):
-        path = self.path / DELTAGRAD_FILE
+        path = self.base.dir / DELTAGRAD_FILE
         if not path.is_file():
             raise RunError(f"run {self.path} has no DeltaGrad history ({DELTAGRAD_FILE}); train with "
                            "`--mode trajectory --deltagrad-history` to record one")
@@ -233,6 +353,32 @@ class Run:
         if self.mode != "trajectory":
             raise RunError(f"run {self.path} was trained in {self.mode} mode, not trajectory mode")
         return SGDSchedule.from_dict(self.config["sgd"])
+
+
+def _data_file(spec: str) -> str | None:
+    """The data file a spec names (None for built-in datasets)."""
+    from miniunlearn.data.base import parse_dataset_spec
+
+    try:
+        info, values = parse_dataset_spec(spec)
+    except DataError:
+        return None
+    return str(values["path"]) if info.suffixes and values.get("path") is not None else None
+
+
+def _positional_split_note(spec: str) -> str:
+    """For a file whose held-out rows are drawn by position: why deleting rows from it changes the training rows."""
+    from miniunlearn.data.base import parse_dataset_spec
+
+    try:
+        info, values = parse_dataset_spec(spec)
+    except DataError:
+        return ""
+    if not info.suffixes or values.get("test") is not None or values.get("test_size") == 0:
+        return ""
+    return (f". If rows were deleted from {values.get('path')}: its held-out test rows are drawn by row position "
+            "(test_size), so deleting rows moves others between the training and test rows; data whose rows "
+            "will be deleted needs test=FILE or test_size=0")
 
 
 def _original_run(result_dir: Path) -> str:

@@ -35,13 +35,13 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def store_keys(run_dir: Path, keys: np.ndarray | None) -> dict | None:
+def store_keys(run_dir: Path, keys: np.ndarray | None, name: str = KEYS_FILE) -> dict | None:
     """Write ``keys.npy`` (unless the keys are None: row numbers); return run.json's record of it."""
     if keys is None:
         return None
     data = _npy_bytes(keys)
-    atomic_write_bytes(Path(run_dir) / KEYS_FILE, data)
-    return {"file": KEYS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "count": int(len(keys)),
+    atomic_write_bytes(Path(run_dir) / name, data)
+    return {"file": name, "sha256": hashlib.sha256(data).hexdigest(), "count": int(len(keys)),
             "dtype": "int64" if keys.dtype.kind in "iu" else "utf-8"}
 
 
@@ -70,19 +70,20 @@ def _load_checked(path: Path, sha256: str, what: str, mmap: bool = False) -> np.
         raise RunError(f"{what} {path} cannot be read ({exc})") from None
 
 
-def load_keys(run_dir: Path, record: dict | None, n_train: int) -> np.ndarray:
-    """The training rows' keys (row numbers when the run stores none)."""
+def load_keys(run_dir: Path, record: dict | None, n_train: int | None) -> np.ndarray:
+    """The training rows' keys (row numbers when the run stores none); ``n_train`` None: as many as recorded."""
     if record is None:
-        return np.arange(n_train, dtype=np.int64)
+        return np.arange(n_train or 0, dtype=np.int64)
+    count = int(record.get("count", -1)) if n_train is None else n_train
     keys = _load_checked(Path(run_dir) / record["file"], record["sha256"], "the run's keys file")
-    if keys.ndim != 1 or len(keys) != n_train or keys.dtype.kind not in "iuS":
-        raise RunError(f"the run's keys file in {run_dir} does not hold {n_train} keys")
+    if keys.ndim != 1 or len(keys) != count or keys.dtype.kind not in "iuS":
+        raise RunError(f"the run's keys file {Path(run_dir) / record['file']} does not hold {count} keys")
     return keys
 
 
-def load_stored(run_dir: Path, meta: dict, preprocessing, keys: np.ndarray | None) -> Dataset:
-    """The data stored in a run (memory-mapped); the caller checks it against the run's fingerprint."""
-    record = meta["dataset"]
+def load_stored(run_dir: Path, record: dict, n_classes: int, preprocessing, keys: np.ndarray | None) -> Dataset:
+    """The data stored in a run or base folder (memory-mapped), described by its dataset ``record``
+    (run.json's or base.json's); the caller checks it against the fingerprint."""
     arrays = {}
     for part, dtype in PARTS.items():
         name = record["stored"].get(part)
@@ -92,7 +93,6 @@ def load_stored(run_dir: Path, meta: dict, preprocessing, keys: np.ndarray | Non
         if array.dtype != np.dtype(dtype):
             raise RunError(f"the run's stored {part} ({run_dir / name}) has dtype {array.dtype}, not {np.dtype(dtype)}")
         arrays[part] = array
-    n_classes = int(meta["model"]["n_classes"])
     return Dataset(str(record.get("name", "arrays")), record["spec"], arrays["X_train"], arrays["y_train"],
-                   arrays["X_test"], arrays["y_test"], n_classes, preprocessing, f"stored in run {run_dir}",
+                   arrays["X_test"], arrays["y_test"], int(n_classes), preprocessing, f"stored in run {run_dir}",
                    keys=keys)

@@ -57,6 +57,20 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def record_mini_history(objective: Objective, theta: torch.Tensor, profile: str, fingerprint: str,
+                        curvature_dtype: str = "float64"):
+    """Mini-Unlearning's history at the optimum ``theta`` of ``objective`` (training and compaction
+    both record it this way); returns it with run.json's record of it (``bytes`` is added on saving)."""
+    with progress_bar(f"history ({profile} curvature)", None), measure() as build:
+        try:
+            history = build_mini_history(objective, theta, profile, fingerprint, getattr(torch, curvature_dtype))
+        except torch.linalg.LinAlgError as exc:
+            raise InputError(f"the curvature at the trained optimum is not positive definite in floating "
+                             f"point (l2 = {objective.l2:g} is too small for this data; {exc})") from None
+    return history, {"file": HISTORY_FILE, "profile": profile, "tensor_bytes": history.nbytes,
+                     "passes": objective.passes, "curvature_dtype": curvature_dtype, **build.as_dict()}
+
+
 def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: float = DEFAULT_TOL,
           max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
           deltagrad_history: bool = False, memory_budget: int | None = None,
@@ -102,15 +116,8 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     history_meta: dict = {}
     if config.mode == "converged" and mini_history:
         chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
-        objective = Objective(model, rows, config.penalty(model))
-        with progress_bar(f"history ({chosen} curvature)", None), measure() as build:
-            try:
-                history = build_mini_history(objective, theta, chosen, fingerprint, getattr(torch, curvature_dtype))
-            except torch.linalg.LinAlgError as exc:
-                raise InputError(f"the curvature at the trained optimum is not positive definite in floating "
-                                 f"point (l2 = {config.l2:g} is too small for this data; {exc})") from None
-        history_meta["mini"] = {"file": HISTORY_FILE, "profile": chosen, "tensor_bytes": history.nbytes,
-                                "passes": objective.passes, "curvature_dtype": curvature_dtype, **build.as_dict()}
+        history, history_meta["mini"] = record_mini_history(Objective(model, rows, config.penalty(model)), theta,
+                                                            chosen, fingerprint, curvature_dtype)
     elif deltagrad_history:
         history = DeltaGradHistory(record.weights, record.grads, fingerprint)
         history_meta["deltagrad"] = {"file": DELTAGRAD_FILE, "iterations": history.n_iterations}

@@ -32,7 +32,8 @@ __all__ = ["forget", "LedgerWarning"]
 
 def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = None, workers: int = 1,
            overwrite: bool = False, progress=None, already_forgotten: np.ndarray | None = None,
-           ledger: bool | str = "auto", keys=None, release=None, **options) -> UnlearnResult:
+           ledger: bool | str = "auto", keys=None, release=None, compact: str | None = None,
+           **options) -> UnlearnResult:
     """Remove the training rows ``forget_ids`` -- or every row whose key is in ``keys`` -- from
     ``run``'s model with ``method``.
 
@@ -56,9 +57,16 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     saved parameters are the noisy ones and ``stats["release"]`` records epsilon, delta, sigma, the
     certificate and the mechanism. A method without a finite certificate is refused.
 
-    ``stats`` report ``n_forget`` (every row the model has forgotten), ``n_forget_request``
-    (this request's own rows) and ``n_forgotten_before``; with the ledger also ``ledger``.
+    ``compact`` (``"never"``, ``"auto"``, ``"always"``; None: the run's default, see
+    :mod:`miniunlearn.service.compact`): after a recorded request, compact the run when the policy
+    says so; ``stats["compaction"]`` then holds the compaction's report.
+
+    ``stats`` report ``n_forget`` (every row the model has forgotten since the run's base),
+    ``n_forget_request`` (this request's own rows) and ``n_forgotten_before``; with the ledger
+    also ``ledger``.
     """
+    from miniunlearn.service.compact import check_policy, compaction_due, run_policy
+    from miniunlearn.service.compact import compact as compact_run
 
     if not isinstance(run, Run):
         run = Run(run)
@@ -69,14 +77,27 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     algorithm = make_method(method, **options)
     algorithm.check_run(run)
     check_release(method, release)
+    recorded = _records_to_ledger(ledger, out, already_forgotten)
+    if compact is None:  # the run's default applies to recorded requests only (experiments record none)
+        policy = run_policy(run) if recorded else "never"
+    else:
+        policy = check_policy(compact)
+    if policy != "never" and not recorded:
+        raise InputError("compaction works on the run's deletion ledger: give an output directory (out=...) "
+                         "or compact='never'")
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
         if not distributed.is_writer():
             return _follow_writer(run, algorithm, method, workers, progress)
         with distributed.leading():
             return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
                                 ledger, release, requested_by)
-    return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
-                        release, requested_by)
+    result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
+                          release, requested_by)
+    reason = compaction_due(run, policy) if policy != "never" else None
+    if reason is not None:
+        result.stats["compaction"] = {"reason": reason, **compact_run(run, progress, publish_to=out)}
+        result.theta = run.theta()  # the new base's model: the exact optimum on the kept rows
+    return result
 
 
 def _follow_writer(run, algorithm, method: str, workers: int, progress) -> UnlearnResult | None:
@@ -209,30 +230,45 @@ def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, 
     _refuse_run_dir(run, out)
     run.theta()  # the run's model must load: the ledger is bound to it by its hash
     _ = run.dataset  # load and fingerprint-check the data before anything is created or recorded
-    with request_lock(run), Ledger.open(run, create=True) as book:
-        book.abandon_stale()
-        plan = book.plan(ids, method, options_json, requested_by)
-        if plan.kind == "repeat":
-            return _repeat(run, book, plan, method, options_json, out, overwrite)
-        if plan.cumulative.size >= run.n_train:
-            raise InputError(f"forget request: with the {plan.forgotten_before} rows forgotten before, these "
-                             f"{ids.size} rows would remove every training row ({run.n_train}); at least one must remain")
-        out = _prepare_out(run, out, overwrite or plan.is_same_request_dir(out))
-        if plan.note:
-            warnings.warn(f"ledger: {plan.note}", LedgerWarning, stacklevel=4)  # caller of forget() -> _forget_here -> here
-        request_id = book.begin(plan, method, options_json, out)
-        try:
-            result = publish(run, _compute(run, algorithm, method, ids, plan.cumulative, workers, progress), release)
-            result.stats["ledger"] = _ledger_stats(book, request_id, plan)
-            digest = _save_model(run, out, result)
-            if plan.kind == "recompute":
-                result.stats["ledger"]["identical_to_recorded"] = digest == plan.refers_to.model_sha256
-            book.finish(request_id, digest, (out / "model.safetensors").stat().st_size, result.stats)
-        except BaseException as exc:
-            book.fail(request_id, exc)
-            raise
-        _write_result_json(run, out, result, ids, plan.cumulative, digest, request_id)
-        return result
+    with request_lock(run):
+        if run.refresh():
+            raise RunError(f"run {run.path} was compacted while this request waited for it: its rows are "
+                           "numbered anew. Ask again (requests by key need no change)")
+        with Ledger.open(run, create=True) as book:
+            return _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release,
+                                  requested_by, options_json)
+
+
+def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release, requested_by,
+                   options_json) -> UnlearnResult:
+    """:func:`_forget_recorded` while holding the request lock, with the ledger open."""
+    from miniunlearn.service.compact import purge_previous
+
+    book.abandon_stale()
+    book.resolve_compactions()
+    purge_previous(run, book)
+    plan = book.plan(ids, method, options_json, requested_by)
+    if plan.kind == "repeat":
+        return _repeat(run, book, plan, method, options_json, out, overwrite)
+    if plan.cumulative.size >= run.n_train:
+        raise InputError(f"forget request: with the {plan.forgotten_before} rows forgotten before, these "
+                         f"{ids.size} rows would remove every training row ({run.n_train}); at least one must remain")
+    out = _prepare_out(run, out, overwrite or plan.is_same_request_dir(out))
+    if plan.note:
+        warnings.warn(f"ledger: {plan.note}", LedgerWarning, stacklevel=5)  # caller of forget() -> _forget_here -> _forget_recorded -> here
+    request_id = book.begin(plan, method, options_json, out)
+    try:
+        result = publish(run, _compute(run, algorithm, method, ids, plan.cumulative, workers, progress), release)
+        result.stats["ledger"] = _ledger_stats(book, request_id, plan)
+        digest = _save_model(run, out, result)
+        if plan.kind == "recompute":
+            result.stats["ledger"]["identical_to_recorded"] = digest == plan.refers_to.model_sha256
+        book.finish(request_id, digest, (out / "model.safetensors").stat().st_size, result.stats)
+    except BaseException as exc:
+        book.fail(request_id, exc)
+        raise
+    _write_result_json(run, out, result, ids, plan.cumulative, digest, request_id)
+    return result
 
 
 class LedgerWarning(UserWarning):

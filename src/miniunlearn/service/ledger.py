@@ -50,6 +50,16 @@ Schema versions
     migrated in one transaction the next time a request is recorded: every row's version-1
     checksum is verified, keys are filled in, paths made relative and checksums recomputed.
 
+Compactions (version 3)
+    ``miniunlearn compact`` (:mod:`miniunlearn.service.compact`) replaces the run's base by the
+    optimum on its kept rows; the ``compactions`` table records each one: the generation it made,
+    the last request before it, the number of rows before and after, the dropped rows' ids hash and
+    keys (compressed, with a SHA-256), the new base's fingerprint and hashes, and every file it
+    removed -- ids, keys and hashes only, never row data. Row ids of requests after a compaction
+    number the rows of its base; only those requests count for planning (``forgotten_ids``).
+    A compaction is inserted ``started`` before run.json names its base and becomes ``done``
+    after; a killed one is settled by the next request (done if the switch happened, else abandoned).
+
 Reading without writing
     Listing and ``--verify`` take no lock and write nothing. In a directory this process cannot
     write (a read-only copy, an archive), SQLite is opened read-only: ``mode=ro`` when a write-ahead
@@ -91,7 +101,8 @@ from miniunlearn.runs.run import MODEL_FILE, RUN_JSON, update_run_meta
 
 LEDGER_FILE = "ledger.sqlite"
 LOCK_FILE = "ledger.lock"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+COMPACTION_STATUSES = ("started", "done", "abandoned")
 IDS_ENCODING = "delta-int64le-zlib"
 KEYS_ENCODING = "utf8-lines-zlib"
 REQUESTED_BY = ("rows", "keys")
@@ -135,6 +146,30 @@ CREATE TABLE requests (
 );
 """
 _V2_COLUMNS_SQL = ("keys_sha256 TEXT", "keys_blob BLOB", "requested_by TEXT")
+# Version 3: compactions (miniunlearn.service.compact). Only counts, ids, keys and hashes: no row data.
+_COMPACTIONS_SQL = f"""
+CREATE TABLE IF NOT EXISTS compactions (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    status              TEXT NOT NULL CHECK (status IN {COMPACTION_STATUSES!r}),
+    generation          INTEGER NOT NULL,
+    after_request       INTEGER NOT NULL,
+    started_at          TEXT NOT NULL,
+    finished_at         TEXT,
+    warm_start_request  INTEGER,
+    n_before            INTEGER NOT NULL,
+    n_after             INTEGER NOT NULL,
+    n_dropped           INTEGER NOT NULL,
+    dropped_ids_sha256  TEXT NOT NULL,
+    dropped_keys_sha256 TEXT NOT NULL,
+    dropped_keys_blob   BLOB NOT NULL,
+    base_fingerprint    TEXT NOT NULL,
+    base_model_sha256   TEXT NOT NULL,
+    base_record_sha256  TEXT NOT NULL,
+    removed_json        TEXT,
+    stats_json          TEXT,
+    note                TEXT,
+    row_sha256          TEXT NOT NULL
+)"""
 
 
 # ---------------------------------------------------------------------------------------------- ids
@@ -294,6 +329,61 @@ class Request:
 
 
 _COLUMNS = [f for f in Request.__dataclass_fields__ if f != "base"]
+_COMPACTION_COLUMNS = ["id", "status", "generation", "after_request", "started_at", "finished_at",
+                       "warm_start_request", "n_before", "n_after", "n_dropped", "dropped_ids_sha256",
+                       "dropped_keys_sha256", "dropped_keys_blob", "base_fingerprint", "base_model_sha256",
+                       "base_record_sha256", "removed_json", "stats_json", "note", "row_sha256"]
+
+
+@dataclass
+class Compaction:
+    """One row of the ``compactions`` table: a run's base replaced by the optimum on its kept rows.
+
+    ``after_request``: every request with a larger id computed from this compaction's base
+    (``generation``); the row ids of earlier requests number the rows of earlier bases.
+    """
+
+    id: int
+    status: str
+    generation: int
+    after_request: int
+    started_at: str
+    finished_at: str | None
+    warm_start_request: int | None
+    n_before: int
+    n_after: int
+    n_dropped: int
+    dropped_ids_sha256: str
+    dropped_keys_sha256: str
+    dropped_keys_blob: bytes = field(repr=False)
+    base_fingerprint: str = ""
+    base_model_sha256: str = ""
+    base_record_sha256: str = ""
+    removed_json: str | None = None
+    stats_json: str | None = None
+    note: str | None = None
+    row_sha256: str = ""
+
+    @property
+    def removed(self) -> list[str]:
+        return json.loads(self.removed_json) if self.removed_json else []
+
+    @property
+    def stats(self) -> dict:
+        return json.loads(self.stats_json) if self.stats_json else {}
+
+    def dropped_keys(self) -> list[str]:
+        return decode_keys(self.dropped_keys_blob, self.n_dropped, self.dropped_keys_sha256,
+                           f"ledger compaction #{self.id}")
+
+    def summary(self) -> dict:
+        return {"id": self.id, "status": self.status, "generation": self.generation,
+                "after_request": self.after_request, "started_at": self.started_at,
+                "finished_at": self.finished_at, "warm_start_request": self.warm_start_request,
+                "n_before": self.n_before, "n_after": self.n_after, "n_dropped": self.n_dropped,
+                "dropped_keys_sha256": self.dropped_keys_sha256, "base_fingerprint": self.base_fingerprint,
+                "base_model_sha256": self.base_model_sha256, "removed": self.removed, "note": self.note,
+                "time_s": self.stats.get("time_s")}
 _COLUMNS_V1 = _COLUMNS[:_COLUMNS.index("row_sha256") + 1]  # version 2 appended keys_sha256, keys_blob, requested_by
 
 
@@ -332,6 +422,7 @@ class Ledger:
         self.writer = writer
         self._db = connection
         self._columns = _COLUMNS
+        self._has_compactions = False
 
     # -- opening ----------------------------------------------------------------------------
     @classmethod
@@ -392,7 +483,7 @@ class Ledger:
         if version > SCHEMA_VERSION:
             raise RunError(f"ledger {self.path} has schema version {version}, newer than this miniunlearn "
                            f"understands ({SCHEMA_VERSION}); upgrade miniunlearn")
-        if version not in (1, SCHEMA_VERSION) or not {"meta", "requests"} <= tables:
+        if version not in (1, 2, SCHEMA_VERSION) or not {"meta", "requests"} <= tables:
             raise RunError(f"{self.path} is not a miniunlearn deletion ledger (schema version {version}, "
                            f"tables {sorted(tables) or 'none'}); restore it from a backup")
         self._columns = _COLUMNS_V1 if version == 1 else _COLUMNS
@@ -400,9 +491,12 @@ class Ledger:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.execute("PRAGMA foreign_keys=ON")
+        self._has_compactions = "compactions" in tables
         self._check_identity()
         if self.writer and version == 1:
             self._migrate_from_v1()
+        if self.writer and version < 3:
+            self._migrate_to_v3()
 
     def _migrate_from_v1(self) -> None:
         """Version 1 -> 2 in one transaction: verify every row, add keys, relative paths, new checksums."""
@@ -421,9 +515,18 @@ class Ledger:
                 self._db.execute(f"UPDATE requests SET {sets}, row_sha256=? WHERE id=?",
                                  (*changes.values(), _row_digest(values, _COLUMNS), request.id))
             self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                                 [("schema_version", str(SCHEMA_VERSION)), ("keys_encoding", KEYS_ENCODING),
+                                 [("schema_version", "2"), ("keys_encoding", KEYS_ENCODING),
                                   ("migrated_from_v1", _now())])
+            self._db.execute("PRAGMA user_version = 2")
+
+    def _migrate_to_v3(self) -> None:
+        """Version 2 -> 3 in one transaction: the (empty) compactions table."""
+        with self._transaction():
+            self._db.execute(_COMPACTIONS_SQL)
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                                 [("schema_version", str(SCHEMA_VERSION)), ("migrated_to_v3", _now())])
             self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self._has_compactions = True
 
     def _relative(self, out_dir: Path | None) -> str | None:
         """``out_dir`` relative to the run directory (how version 2 records it)."""
@@ -436,6 +539,10 @@ class Ledger:
             return dict(self._db.execute("SELECT key, value FROM meta").fetchall())
 
     def _check_identity(self) -> None:
+        generation = getattr(self.run, "generation", 0)
+        if generation > 0:
+            self._check_base_identity(generation)
+            return
         meta = self.meta()
         if meta.get("run_fingerprint") != self.run.fingerprint or meta.get("run_n_train") != str(self.run.n_train):
             raise RunError(f"ledger {self.path} belongs to a run trained on other data (fingerprint "
@@ -451,6 +558,22 @@ class Ledger:
                            f"(SHA-256 {digest[:16]}... != recorded {str(meta.get('run_model_sha256'))[:16]}...): "
                            "the run was retrained or its model replaced, so the recorded deletions no longer "
                            "describe it. Restore the original model, or move the ledger away to start a new one")
+
+    def _check_base_identity(self, generation: int) -> None:
+        """A compacted run: its current base must be the one a recorded compaction made."""
+        found = self.base_compaction()
+        if found is None:
+            raise RunError(f"run {self.run.path} is at base {generation}, but its ledger {self.path} records no "
+                           "compaction that made it; the ledger does not describe this run (restore it from a backup)")
+        model = Path(self.run.base.dir) / MODEL_FILE
+        try:
+            digest = file_sha256(model)
+        except OSError as exc:
+            raise RunError(f"cannot read the run's model {model}: {exc.strerror or exc}") from None
+        if (found.base_fingerprint != self.run.fingerprint or found.n_after != self.run.n_train
+                or found.base_model_sha256 != digest):
+            raise RunError(f"the run's base {generation} ({model}) is not the one ledger {self.path} recorded for "
+                           f"compaction #{found.id}; the recorded deletions no longer describe it")
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -528,8 +651,102 @@ class Ledger:
         return request
 
     def forgotten_ids(self) -> np.ndarray:
-        """Every row forgotten by a completed deletion request (sorted)."""
-        return self.forgotten_ids_from(self.requests("done"))
+        """Every row of the current base forgotten by a completed deletion request (sorted; row
+        numbers of the current base -- rows dropped by a compaction are no longer in it)."""
+        return self.forgotten_ids_from(self.current_requests("done"))
+
+    def current_requests(self, status: str | None = None) -> list[Request]:
+        """The requests computed from the run's current base (those after its latest compaction)."""
+        after = self.base_after_request()
+        return [r for r in self.requests(status) if r.id > after]
+
+    # -- compactions --------------------------------------------------------------------------------
+    def compactions(self, status: str | None = None) -> list[Compaction]:
+        if not getattr(self, "_has_compactions", False):
+            return []
+        query = f"SELECT {', '.join(_COMPACTION_COLUMNS)} FROM compactions"
+        args: tuple = ()
+        if status is not None:
+            query += " WHERE status = ?"
+            args = (status,)
+        with _sqlite_errors(self.path, "read"):
+            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
+        found = []
+        for row in rows:
+            values = dict(zip(_COMPACTION_COLUMNS, row))
+            if _row_digest(values, _COMPACTION_COLUMNS) != values["row_sha256"]:
+                raise RunError(f"ledger {self.path} is corrupted: compaction #{values['id']}'s record does not match "
+                               "its checksum (the file was damaged or edited); restore it from a backup")
+            found.append(Compaction(**values))
+        return found
+
+    def base_compaction(self) -> Compaction | None:
+        """The compaction that made the run's current base (None at generation 0).
+
+        A ``started`` one counts when run.json already names its base: the process was killed
+        after the switch and before recording it done (:meth:`resolve_compactions` finishes it).
+        """
+        generation = getattr(self.run, "generation", 0)
+        if generation == 0:
+            return None
+        matches = [c for c in self.compactions() if c.generation == generation and c.status in ("done", "started")]
+        return matches[-1] if matches else None
+
+    def base_after_request(self) -> int:
+        found = self.base_compaction()
+        return 0 if found is None else found.after_request
+
+    def last_request_id(self) -> int:
+        with _sqlite_errors(self.path, "read"):
+            row = self._db.execute("SELECT MAX(id) FROM requests").fetchone()
+        return int(row[0] or 0)
+
+    def begin_compaction(self, values: dict) -> int:
+        """Record a compaction as ``started`` (one transaction) before its base becomes current."""
+        values = {**values, "status": "started", "started_at": _now(), "finished_at": None, "row_sha256": ""}
+        with self._transaction():
+            cursor = self._db.execute(f"INSERT INTO compactions ({', '.join(values)}) VALUES "
+                                      f"({', '.join('?' * len(values))})", list(values.values()))
+            compaction_id = int(cursor.lastrowid)
+            self._rehash_compaction(compaction_id)
+        return compaction_id
+
+    def finish_compaction(self, compaction_id: int, removed: list[str], stats: dict, note: str | None = None) -> None:
+        """Mark a compaction ``done`` with the files it removed (one transaction)."""
+        with self._transaction():
+            self._update_compaction(compaction_id, status="done", finished_at=_now(),
+                                    removed_json=to_json(removed, indent=None), stats_json=_stats_json(stats),
+                                    note=note)
+
+    def resolve_compactions(self) -> list[int]:
+        """Settle compactions a killed process left ``started`` (call while holding :func:`request_lock`):
+        done when run.json names their base (the switch happened), else abandoned."""
+        settled = []
+        generation = getattr(self.run, "generation", 0)
+        for c in self.compactions("started"):
+            with self._transaction():
+                if c.generation == generation:
+                    self._update_compaction(c.id, status="done", finished_at=_now(),
+                                            note="the process ended after its base became current; files of the "
+                                                 "previous base are removed by the next request")
+                else:
+                    self._update_compaction(c.id, status="abandoned", finished_at=_now(),
+                                            note="the process ended before its base became current; the run kept "
+                                                 "its previous base")
+            settled.append(c.id)
+        return settled
+
+    def _update_compaction(self, compaction_id: int, **changes) -> None:
+        sets = ", ".join(f"{c}=?" for c in changes)
+        self._db.execute(f"UPDATE compactions SET {sets} WHERE id=?", (*changes.values(), compaction_id))
+        self._rehash_compaction(compaction_id)
+
+    def _rehash_compaction(self, compaction_id: int) -> None:
+        row = self._db.execute(f"SELECT {', '.join(_COMPACTION_COLUMNS)} FROM compactions WHERE id=?",
+                               (compaction_id,)).fetchone()
+        values = dict(zip(_COMPACTION_COLUMNS, row))
+        self._db.execute("UPDATE compactions SET row_sha256=? WHERE id=?",
+                         (_row_digest(values, _COMPACTION_COLUMNS), compaction_id))
 
     def forgotten_keys(self) -> list[str]:
         """The keys of every forgotten row, each once, in the order of the rows that hold them.
@@ -566,7 +783,7 @@ class Ledger:
 
     def _plan(self, ids: np.ndarray, method: str, options_json: str) -> Plan:
         digest = ids_sha256(ids)
-        done = self.requests("done")
+        done = self.current_requests("done")
         forgotten = self.forgotten_ids_from(done)
         same_rows = [r for r in done if r.ids_sha256 == digest and r.n_ids == len(ids)]
         identical = [r for r in same_rows if r.method == method and r.options_json == options_json]
@@ -681,7 +898,15 @@ class Ledger:
         done = self.requests("done")
         replaced = superseded(done)
         seen = np.zeros(0, dtype=np.int64)
+        bounds = sorted(c.after_request for c in self.compactions("done"))
+        current = self.base_after_request()
         for r in done:
+            if bounds and r.id > bounds[0]:  # a compaction renumbered the rows: a new union starts
+                while bounds and r.id > bounds[0]:
+                    bounds.pop(0)
+                seen = np.zeros(0, dtype=np.int64)
+            if r.id <= current:  # computed from an earlier base: its compaction removed the model
+                continue
             if r.id not in replaced and (issue := r.model_problem()) is not None:
                 problems.append(issue)
             if r.kind in FORGETTING_KINDS:
@@ -699,6 +924,9 @@ def forgotten_so_far(run) -> np.ndarray:
                          "name the rows with --ids or --keys")
     with Ledger.open(run) as book:
         rows = book.forgotten_ids()
+    if rows.size == 0 and getattr(run, "generation", 0) > 0:
+        raise InputError(f"no row of run {run.path} was forgotten since its last compaction (its base is the exact "
+                         "optimum on the rows it kept); name the rows with --ids or --keys")
     if rows.size == 0:
         raise InputError(f"no deletion request on run {run.path} has completed yet; name the rows with --ids or --keys")
     return rows
@@ -766,6 +994,7 @@ def _create_ledger_file(run, path: Path) -> None:
             db.execute("BEGIN")
             for statement in filter(str.strip, _SCHEMA.split(";")):
                 db.execute(statement)
+            db.execute(_COMPACTIONS_SQL)
             db.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", sorted(meta.items()))
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             db.execute("COMMIT")

@@ -1,0 +1,186 @@
+"""Compaction: the exact optimum on the kept rows becomes the run's base; files that depended on
+forgotten rows go; the data file may then lose those rows; policies compact when told to.
+
+Every comparison is against an independent computation: a fresh training on the kept rows (their
+raw values, standardised on their own), or the retrain method on a fresh run trained on the
+edited file.
+"""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from miniunlearn import Dataset, load_dataset, train
+from miniunlearn.core.errors import DataError, InputError
+from miniunlearn.core.storage import read_json
+from miniunlearn.runs.bases import MissingRowsError
+from miniunlearn.runs.run import HISTORY_FILE, MODEL_FILE, RESULT_JSON, load_model, load_preprocessing, open_run
+from miniunlearn.service import forget
+from miniunlearn.service.compact import AUTO_SHARE, compact, compaction_due, set_policy
+from miniunlearn.service.ledger import Ledger
+from tests.helpers import fresh_run, run_cli
+
+
+def raw_parameters(path) -> np.ndarray:
+    """A model's weights and biases on raw features (the standardisation folded in)."""
+    model, theta, _ = load_model(path)
+    linear = model.to_linear(theta)
+    weight, bias = load_preprocessing(path).raw_linear(linear["weight"].numpy(), linear["bias"].numpy())
+    return np.concatenate([weight.ravel(), bias])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, digits):
+    path = tmp_path_factory.mktemp("compact") / "digits"
+    train(digits, 1e-3, path)
+    return path
+
+
+@pytest.fixture
+def run(trained, tmp_path):
+    return fresh_run(trained, tmp_path)
+
+
+def test_compaction_equals_training_on_the_kept_rows_and_removes_what_depended_on_the_others(run, digits, tmp_path):
+    rng = np.random.default_rng(1)
+    first = np.sort(rng.choice(digits.n_train, 80, replace=False))
+    forget(run, first, out=tmp_path / "u1")
+    old_files = [run.path / MODEL_FILE, run.path / HISTORY_FILE, tmp_path / "u1" / MODEL_FILE]
+    assert all(p.is_file() for p in old_files)
+
+    report = compact(run.path)
+
+    keep = np.setdiff1d(np.arange(digits.n_train), first)
+    raw = digits.preprocessing.inverse(digits.X_train[keep])  # the kept rows as they were before standardising
+    reference = train(Dataset.from_arrays(raw, digits.y_train[keep], standardize=True), 1e-3, tmp_path / "fresh")
+    compacted = open_run(run.path)
+    assert compacted.generation == 1 and compacted.n_train == len(keep)
+    a, b = raw_parameters(run.path), raw_parameters(reference.path)
+    assert np.linalg.norm(a - b) <= 1e-6 * np.linalg.norm(b)  # both solved to ||grad F|| <= 1e-9
+    # the base's preprocessing is fitted on the kept rows only
+    assert np.allclose(compacted.preprocessing.mean, raw.mean(axis=0), rtol=0, atol=1e-9)
+    # nothing that depended on the forgotten rows is left, and the report says what went
+    assert not any(p.exists() for p in old_files)
+    assert {"model.safetensors", "history.safetensors"} <= set(report["removed"])
+    assert str(tmp_path / "u1" / MODEL_FILE) in report["removed"]
+    assert report["n_dropped"] == len(first) and report["solve"]["warm_start"]["request"] == 1
+    with Ledger.open(compacted) as book:
+        (record,) = book.compactions()
+        assert record.status == "done" and record.n_after == len(keep) and record.removed == report["removed"]
+        assert sorted(int(k) for k in record.dropped_keys()) == first.tolist()
+        assert book.forgotten_ids().size == 0 and book.verify() == []
+    assert np.array_equal(compacted.keys(), keep)  # keys (here: original row numbers) are unchanged
+    with pytest.raises(InputError, match="nothing to compact"):
+        compact(run.path)
+
+
+def test_requests_after_a_compaction_number_the_kept_rows_and_match_retraining(run, digits, tmp_path):
+    rng = np.random.default_rng(2)
+    order = rng.permutation(digits.n_train)
+    first, second = np.sort(order[:60]), np.sort(order[60:100])
+    forget(run, first, out=tmp_path / "u1")
+    compact(run.path)
+    base = open_run(run.path)
+    keep = np.setdiff1d(np.arange(digits.n_train), first)
+    ids = np.searchsorted(keep, second)  # the same rows, numbered in the new base
+    result = forget(base, ids, out=tmp_path / "u2", tol=1e-9)
+    assert result.stats["n_train"] == len(keep) and result.stats["n_forget"] == len(second)
+    # reference: train from zeros on the rows kept after both requests, in the base's features
+    rest = np.setdiff1d(keep, second)
+    features = base.preprocessing.transform(digits.preprocessing.inverse(digits.X_train[rest]))
+    reference = train(Dataset.from_arrays(features, digits.y_train[rest], standardize=False), 1e-3,
+                      tmp_path / "fresh")
+    w, w_ref = result.theta, reference.theta()
+    assert float((w - w_ref).norm()) <= 1e-6 * float(w_ref.norm())
+    # a request naming a row forgotten before the compaction by its key is refused: it is gone
+    with pytest.raises(InputError, match="compacted away"):
+        forget(open_run(run.path), keys=[str(int(first[0]))], out=tmp_path / "u3")
+
+
+def test_auto_policy_compacts_once_the_forgotten_share_crosses_its_threshold(run, digits, tmp_path):
+    n = digits.n_train
+    small = int(AUTO_SHARE * n) // 3
+    result = forget(run, np.arange(small), out=tmp_path / "u1", compact="auto")
+    assert "compaction" not in result.stats and open_run(run.path).generation == 0
+    assert compaction_due(open_run(run.path), "auto") is None
+    big = forget(open_run(run.path), np.arange(small, int(AUTO_SHARE * n) + 1), out=tmp_path / "u2", compact="auto")
+    assert "compaction" in big.stats and "threshold" in big.stats["compaction"]["reason"]
+    after = open_run(run.path)
+    assert after.generation == 1 and after.n_train == n - int(AUTO_SHARE * n) - 1
+    # the request's directory now holds the new base's model (its own one depended on the old base)
+    assert read_json(tmp_path / "u2" / RESULT_JSON)["base_generation"] == 1
+    assert torch.equal(load_model(tmp_path / "u2")[1], after.theta())
+    assert torch.equal(big.theta, after.theta())
+    # a run-level default applies to requests that name no policy
+    set_policy(after, "always")
+    again = forget(open_run(run.path), [0], out=tmp_path / "u3")
+    assert again.stats["compaction"]["generation"] == 2
+    assert not (tmp_path / "u2" / MODEL_FILE).exists()  # base 1's model: removed by the second compaction
+
+
+def test_compaction_refuses_runs_it_cannot_serve(tmp_path):
+    data = load_dataset("breast_cancer")
+    sgd = train(data, 1e-2, tmp_path / "sgd", mode="trajectory")
+    with pytest.raises(InputError, match="converged"):
+        compact(sgd.path)
+    converged = train(data, 1e-2, tmp_path / "bc")
+    with pytest.raises(InputError, match="nothing to compact"):
+        compact(converged.path)
+
+
+# ---------------------------------------------------------------------------------------------- purge
+def _customers(n_users=60, rows_each=4, seed=3):
+    rng = np.random.default_rng(seed)
+    n = n_users * rows_each
+    users = rng.permutation(np.repeat(np.arange(100, 100 + n_users), rows_each))
+    x1, x2 = rng.normal(size=n), rng.normal(3, 2, size=n)
+    label = np.where(x1 - 0.5 * x2 + rng.logistic(size=n) > -1.5, "yes", "no")
+    return pd.DataFrame({"user": users, "x1": x1, "x2": x2, "label": label})
+
+
+def test_purge_the_rows_from_the_file_after_compacting(tmp_path, capsys):
+    frame = _customers()
+    frame.iloc[:200].to_csv(tmp_path / "train.csv", index=False)
+    frame.iloc[200:].to_csv(tmp_path / "test.csv", index=False)
+    spec = f"csv:path={tmp_path / 'train.csv'},target=label,id=user,test={tmp_path / 'test.csv'}"
+    run = train(load_dataset(spec), 1e-2, tmp_path / "run")
+    (tmp_path / "a.txt").write_text("101\n117\n")
+    code, _, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "a.txt", "--out", tmp_path / "ua")
+    assert code == 0, err
+    gone = frame.iloc[:200].user.isin([101, 117])
+
+    # deleting the rows before compacting is refused, saying how many rows are missing and what to do
+    frame.iloc[:200][~gone].to_csv(tmp_path / "train.csv", index=False)
+    with pytest.raises(MissingRowsError, match=f"lacks {int(gone.sum())} of the 200 .*compact"):
+        forget(open_run(run.path), keys=["130"], out=tmp_path / "ub")
+    frame.iloc[:200].to_csv(tmp_path / "train.csv", index=False)  # put them back
+
+    code, out, err = run_cli(capsys, "compact", run.path)
+    assert code == 0, err
+    assert "model.safetensors" in out
+    frame.iloc[:200][~gone].to_csv(tmp_path / "train.csv", index=False)  # now they may go
+    (tmp_path / "b.txt").write_text("130\n144\n")
+    code, _, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "b.txt", "--out", tmp_path / "ub",
+                           "--tol", "1e-9")
+    assert code == 0, err
+
+    # independent: a new run trained on the file as it is now, retrained without the second users
+    fresh = train(load_dataset(spec), 1e-2, tmp_path / "fresh")
+    reference = forget(fresh, keys=["130", "144"], method="retrain", ledger=False)
+    a = raw_parameters(tmp_path / "ub")
+    fresh_pre = fresh.preprocessing
+    linear = fresh.model.to_linear(reference.theta)
+    b = np.concatenate([x.ravel() for x in fresh_pre.raw_linear(linear["weight"].numpy(), linear["bias"].numpy())])
+    assert np.linalg.norm(a - b) <= 1e-6 * np.linalg.norm(b)
+
+    # a file with rows the run never had is still refused
+    pd.concat([frame.iloc[:200][~gone], frame.iloc[:200][gone].assign(user=999)]).to_csv(tmp_path / "train.csv",
+                                                                                          index=False)
+    with pytest.raises(DataError, match="never had"):
+        forget(open_run(run.path), keys=["150"], out=tmp_path / "uc")
