@@ -65,24 +65,7 @@ class HistoryPreconditioner:
 
     def __init__(self, history, penalty):
         self.profile = history.profile
-        if self.profile == "exact":
-            self.P = history.tensors["precond"].to(torch.float64)
-        else:
-            # Woodbury on D + V Lambda V^T with D = diag(remaining diagonal) + lambda M
-            V = history.tensors["basis"].to(torch.float64)  # (k, p), orthonormal rows
-            eig = history.tensors["eigvals"].to(torch.float64).clamp_min(0.0)
-            diag = history.tensors["diag"].to(torch.float64)
-            rest = (diag - (V * V).T @ eig).clamp_min(0.0)
-            self.Dinv = 1.0 / (rest + penalty.diagonal(len(diag)) + 1e-12 * float(diag.max()))
-            self.V = V
-            core = torch.diag(1.0 / eig.clamp_min(1e-300)) + (V * self.Dinv) @ V.T
-            self.core_inv = torch.linalg.inv(core)
-
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        if self.profile == "exact":
-            return self.P @ v
-        x = self.Dinv * v
-        return x - self.Dinv * (self.V.T @ (self.core_inv @ (self.V @ x)))
+        self.apply = history.preconditioner(penalty)
 
 
 def solve_surrogate(preconditioner: HistoryPreconditioner, forget: CachedCurvature, penalty, n: int, rhs: torch.Tensor,
@@ -133,7 +116,8 @@ class MiniUnlearning(UnlearningMethod):
         theta_T = history.theta
         preconditioner = HistoryPreconditioner(history, penalty)
         stats: dict = {"curvature_profile": history.profile}
-        refine_only = self.refine is None and r > m * STEP0_MAX_SHARE
+        # (an approximate profile's step 0 costs one pass over U only, so it is always taken)
+        refine_only = self.refine is None and r > m * STEP0_MAX_SHARE and history.is_exact
         step0 = None
         if not refine_only:
             forget = forget_curvature(ctx, theta_T)
@@ -184,10 +168,11 @@ class MiniUnlearning(UnlearningMethod):
 
     def _step0(self, preconditioner, forget, penalty, history, b, m, stats, progress):
         """Delta_0 = -J_0^-1 b by the contraction over the forgotten rows (exact profile), or the
-        influence step -P b / m (the minimal profile is too coarse for the contraction)."""
-        if history.profile != "exact":
+        influence step -P b / m (an approximate P makes n P^-1 - H_U a poor model of the retained
+        Hessian and the contraction can diverge; m P^-1 models it as m times the full one)."""
+        if not history.is_exact:
             stats.update(iterations=0)
-            return -preconditioner.apply(b) / m
+            return -penalty.project(preconditioner.apply(b)) / m
         fixed = solve_surrogate(preconditioner, forget, penalty, history.n, b, self.fixed_point_tol, self.max_iter,
                                 self.anderson_depth, progress)
         stats.update(iterations=fixed.iterations, contraction_estimate=fixed.contraction_factor,
