@@ -138,7 +138,7 @@ class MiniUnlearning(UnlearningMethod):
             start, w_start = objective.curvature(theta_T, diag=jacobi, value=True, row_norm=True), theta_T
             stats["start"] = "w_T"
         else:
-            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats)
+            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats, jacobi)
             stats["start"] = "step 0"
         R = self_concordance_constant(start.cache.max_row_norm)
         stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
@@ -180,11 +180,13 @@ class MiniUnlearning(UnlearningMethod):
         return -fixed.x
 
     @staticmethod
-    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats):
+    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats,
+                          diag: bool = False):
         """Accept w_T + t step0 with the largest t in 1, 1/2, ... that passes Armijo's test on F_R.
 
         F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)
-        when the history holds L_D(w_T); otherwise one pass computes them.
+        when the history holds L_D(w_T); otherwise one pass computes them. ``diag``: also the Hessian
+        diagonal at the accepted point (for a Jacobi preconditioner).
         """
         penalty = objective.penalty
         if history.loss_sum is not None:
@@ -195,7 +197,7 @@ class MiniUnlearning(UnlearningMethod):
         t = 1.0
         while True:
             point = theta_T + t * step0
-            here = objective.curvature(point, diag=False, value=True, row_norm=True)
+            here = objective.curvature(point, diag=diag, value=True, row_norm=True)
             if here.value <= value_T + ARMIJO * t * slope or t < 1e-8:
                 stats["first_step_length"] = t
                 return here, point
