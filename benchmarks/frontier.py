@@ -60,13 +60,17 @@ def profile_run(base: Run, spec: str, work: Path, dataset) -> tuple[Run, dict]:
     shutil.copytree(base.path, target, ignore=shutil.ignore_patterns(HISTORY_FILE, "ledger.sqlite*"))
     profile = make_profile(spec)
     exact = base.mini_history()
+    loss_sum = exact.loss_sum
+    if loss_sum is None:  # a history from an older version: record L_D(w_T) as training now does
+        rows = Rows(dataset.X_train, dataset.y_train)
+        loss_sum = float(rows.map_reduce(lambda X, y: base.model.loss_grad_sum(exact.theta, X, y))[0])
     start = time.perf_counter()
     if profile.name == "exact":  # the build casts / packs the float64 inverse: do exactly that, once
         P = exact.tensors["precond"]
         dtype = getattr(torch, profile.options["dtype"])
         tensors = {"precond": pack_symmetric(P, dtype) if profile.options["packed"] else P.to(dtype)}
         history = MiniHistory("exact", exact.theta, exact.grad_sum, exact.n, exact.l2, exact.fingerprint, tensors,
-                              penalize_intercept=exact.penalize_intercept, loss_sum=exact.loss_sum,
+                              penalize_intercept=exact.penalize_intercept, loss_sum=loss_sum,
                               options=dict(profile.options))
     else:
         objective = Objective(base.model, Rows(dataset.X_train, dataset.y_train), base.l2)
