@@ -22,6 +22,29 @@ def test_train_json_reports_convergence_and_history(digits_run, capsys):
     assert meta["history"]["mini"]["profile"] == "exact"
 
 
+SMALL = "synthetic:n_samples=200,n_features=4,n_classes=3,seed=1"
+
+
+def test_train_history_budget_picks_a_profile_that_fits(tmp_path, capsys):
+    code, out, err = run_cli(capsys, "train", "--dataset", SMALL, "--l2", "1e-2", "--out", tmp_path / "b",
+                             "--history-budget", "1KB", "--json")
+    assert code == 0, err
+    mini = json.loads(out)["history"]["mini"]
+    # p = 3 x 5 = 15, so the dense exact inverse (1800 bytes) does not fit 1000 bytes; the packed one (960) does
+    assert mini["profile_spec"].startswith("exact:dtype=float64,packed=1") and mini["profile_bytes"] == 960
+    meta = json.loads((tmp_path / "b" / "run.json").read_text())
+    assert meta["history"]["mini"]["history_budget"] == 1000
+    code, out, err = run_cli(capsys, "train", "--dataset", SMALL, "--l2", "1e-2", "--out", tmp_path / "k",
+                             "--history", "kron:k=1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["history"]["mini"]["profile"] == "kron"
+    for bad in (["--history", "dense"], ["--history-budget", "10"], ["--history-budget", "ten"],
+                ["--history", "exact", "--history-budget", "1KB"]):
+        code, out, err = run_cli(capsys, "train", "--dataset", SMALL, "--l2", "1e-2", "--out", tmp_path / "x", *bad)
+        assert code == 2, (bad, err)
+        assert not (tmp_path / "x" / "run.json").exists()
+
+
 def test_retrain_cli_writes_model_and_result(digits_run, tmp_path, capsys):
     ids = tmp_path / "ids.txt"
     ids.write_text("\n".join(map(str, range(0, 200, 3))) + "\n")

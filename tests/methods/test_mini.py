@@ -104,6 +104,26 @@ def test_minimal_profile_converges_with_passes(tmp_path):
     assert near.stats["certificate"] + reference_error >= distance
 
 
+@pytest.mark.parametrize("profile", ["kron:k=2", "kron:k=0", "exact:dtype=float32,packed=1"])
+def test_every_profile_is_certified_against_the_true_retrained_optimum(tmp_path, profile):
+    ds = load_dataset(SPEC)
+    run = train(ds, L2, tmp_path / "run", profile=profile)
+    mini = run.meta["history"]["mini"]
+    assert mini["profile_spec"].startswith(profile.split(":")[0]) and mini["profile_bytes"] > 0
+    U = random_forget_ids(ds.n_train, 0.1, 5)
+    keep = np.setdiff1d(np.arange(ds.n_train), U)
+    w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, L2)
+    w_T = run.theta().numpy()
+    start = forget(run, U, "mini", refine=0)
+    assert start.stats["passes_retained"] == 0
+    # step 0 from any profile moves towards w_R (an approximate one by the influence step -P b / m)
+    assert np.linalg.norm(start.theta.numpy() - w_R) < 0.5 * np.linalg.norm(w_T - w_R)
+    result = forget(run, U, "mini", tol=1e-5)
+    distance = np.linalg.norm(result.theta.numpy() - w_R)
+    assert result.stats["converged"] and distance <= result.stats["certificate"] + reference_error
+    assert distance <= 1e-5 * np.linalg.norm(result.theta.numpy() - w_T) + reference_error
+
+
 def test_bad_requests_are_refused(setup, tmp_path):
     run, ds = setup
     with pytest.raises(InputError, match=r"option refine must be an integer in \[0, "):

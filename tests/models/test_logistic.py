@@ -32,6 +32,23 @@ def test_closed_form_derivatives_match_autograd(problem):
     assert torch.allclose(model.hessian_diag_sum(X, probs), hess_auto.diagonal(), atol=1e-12)
 
 
+
+def test_hessian_with_float32_products_accumulates_in_float64(problem):
+    model, theta, X, _ = problem
+    loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X), torch.zeros(len(X), dtype=torch.long),
+                                                       reduction="sum")
+    hess_auto = torch.autograd.functional.hessian(loss, theta)  # the Hessian does not depend on the labels
+    probs = model.probabilities(theta, X)
+    out = torch.zeros(model.n_params, model.n_params, dtype=torch.float64)
+    for part in (slice(0, 17), slice(17, None)):  # two chunks, each with its own reference class
+        model.hessian_sum(X[part], probs[part], out=out, gemm_dtype=torch.float32)
+    assert out.dtype == torch.float64
+    assert torch.linalg.matrix_norm(out - hess_auto) <= 1e-6 * torch.linalg.matrix_norm(hess_auto)
+    # every row of A_i = diag(p_i) - p_i p_i^T sums to zero: so do the class blocks of H
+    blocks = out.view(model.n_classes, model.n_features + 1, model.n_classes, model.n_features + 1)
+    assert blocks.sum(dim=2).abs().max() <= 1e-6 * hess_auto.abs().max()
+
+
 @pytest.mark.parametrize("keep_rows, workers", [(False, 1), (True, 3)])
 def test_cached_curvature_equals_autograd_and_counts_its_passes(rng, keep_rows, workers):
     n, d, C, l2 = 300, 4, 3, 0.05

@@ -16,10 +16,15 @@ from miniunlearn.core.errors import InputError
               help="converged: Newton-CG to ||grad F|| <= tol (unique optimum). trajectory: seeded mini-batch SGD.")
 @click.option("--tol", type=float, default=1e-9, show_default=True, help="Converged mode: stop when ||grad F||_2 <= tol.")
 @click.option("--max-iter", type=int, default=100, show_default=True, help="Converged mode: Newton iterations at most.")
-@click.option("--profile", type=click.Choice(["auto", "exact", "minimal"]), default="auto", show_default=True,
-              help="Curvature kept in the history: exact (dense, O(p^2)) or minimal (<= 64 vectors); auto picks "
-                   "exact when it fits --memory-budget.")
-@click.option("--memory-budget", type=str, default="4GiB", show_default=True, help="Budget for the exact profile.")
+@click.option("--history", "--profile", "profile", default="auto", show_default=True, metavar="PROFILE",
+              help="Curvature kept in the history, NAME[:key=value,...]: exact (dense inverse; dtype=float32, "
+                   "packed=1 halve the bytes), kron (k=..., dtype=float16: structured, small), minimal "
+                   "(<= 64 vectors). auto: the most accurate that fits --history-budget, else exact when it "
+                   "fits --memory-budget. See `miniunlearn methods` and docs/mini-unlearning.md.")
+@click.option("--history-budget", type=str, default=None, help="Bytes the history's curvature may take, e.g. 10MB, "
+              "1GiB: picks the most accurate profile that fits.")
+@click.option("--memory-budget", type=str, default="4GiB", show_default=True,
+              help="Working memory allowed for building the history's curvature.")
 @click.option("--epochs", type=int, default=20, show_default=True, help="Trajectory mode: epochs.")
 @click.option("--batch-size", type=int, default=16384, show_default=True, help="Trajectory mode: batch size.")
 @click.option("--lr", type=float, default=0.1, show_default=True, help="Trajectory mode: initial learning rate.")
@@ -29,7 +34,7 @@ from miniunlearn.core.errors import InputError
 @click.option("--deltagrad-history", is_flag=True, help="Trajectory mode: also record DeltaGrad's per-iteration history.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing run in --out.")
 @JSON_OPTION
-def train(dataset_spec, l2, out, mode, tol, max_iter, profile, memory_budget, epochs, batch_size, lr, lr_steps, seed,
+def train(dataset_spec, l2, out, mode, tol, max_iter, profile, history_budget, memory_budget, epochs, batch_size, lr, lr_steps, seed,
           deltagrad_history, overwrite, as_json):
     """Train multinomial logistic regression and record its unlearning history in a run directory."""
     from miniunlearn.core.text import parse_bytes
@@ -39,10 +44,12 @@ def train(dataset_spec, l2, out, mode, tol, max_iter, profile, memory_budget, ep
     from miniunlearn.training import SGDSchedule
 
     require_one_process("train")
+    budget = None if history_budget is None else parse_bytes(history_budget)
     schedule = SGDSchedule(epochs, batch_size, lr, _parse_lr_steps(lr_steps), seed)
     dataset = load_dataset(dataset_spec)
     run = train_run(dataset, l2, out, mode=mode, tol=tol, max_iter=max_iter, sgd_schedule=schedule, profile=profile,
                     deltagrad_history=deltagrad_history, memory_budget=parse_bytes(memory_budget),
+                    history_budget=budget,
                     overwrite=overwrite)
     meta = run.meta
     payload = {"run": str(run.path), "dataset": meta["dataset"], "config": meta["config"],
@@ -55,7 +62,7 @@ def train(dataset_spec, l2, out, mode, tol, max_iter, profile, memory_budget, ep
                 ("passes over the data", f"{t['passes']:.0f}"), ("final ||grad F||", t.get("grad_norm")),
                 ("train accuracy", m["train_accuracy"]), ("test accuracy", m["test_accuracy"])]
         for kind, h in p["history"].items():
-            label = f"{kind} history" + (f" ({h['profile']})" if "profile" in h else "")
+            label = f"{kind} history" + (f" ({h.get('profile_spec', h['profile'])})" if "profile" in h else "")
             rows.append((label, human_bytes(h["bytes"])))
         console().print(kv_table("trained", rows))
 

@@ -81,7 +81,10 @@ def shadow_training_kwargs(run, methods: list[ShadowMethod]) -> dict:
         kwargs.update(tol=float(config["tol"]), max_iter=int(config["max_iter"]), mini_history="mini" in needs)
         mini = history.get("mini")
         if mini:
-            kwargs.update(profile=mini["profile"], curvature_dtype=mini.get("curvature_dtype", "float64"))
+            if "profile_spec" in mini:
+                kwargs.update(profile=mini["profile_spec"])
+            else:  # runs written before profiles had options
+                kwargs.update(profile=mini["profile"], curvature_dtype=mini.get("curvature_dtype", "float64"))
     else:
         kwargs.update(sgd=dict(config["sgd"]), deltagrad_history="deltagrad" in history and "deltagrad" in needs)
     return kwargs

@@ -1,34 +1,43 @@
-"""Mini-Unlearning's minimal training record and its curvature profiles."""
+"""Mini-Unlearning's minimal training record; its curvature profiles live in :mod:`.profiles`."""
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from miniunlearn.core.errors import RunError
+from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import load_tensors, save_tensors
+from miniunlearn.history.profiles import CurvatureProfile, available_profiles, choose_by_budget, make_profile
+from miniunlearn.history.profiles.base import profile_class
+from miniunlearn.history.profiles.exact import ExactProfile, exact_inverse
 from miniunlearn.models.objective import Objective
 
-PROFILES = ("exact", "minimal")
-MINIMAL_MAX_VECTORS = 64
-DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes allowed for the exact profile's two p x p matrices
+PROFILES = tuple(available_profiles())
+DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes allowed for building a profile (the exact one: two p x p matrices)
 
 
-def exact_profile_bytes(n_params: int, itemsize: int = 8) -> int:
-    """Peak bytes while building the exact profile (the Hessian and its Cholesky factor)."""
-    return 2 * n_params * n_params * itemsize
-
-
-def choose_profile(requested: str, n_params: int, memory_budget: int = DEFAULT_MEMORY_BUDGET) -> str:
-    """``exact`` when its two dense p x p matrices fit ``memory_budget``, else ``minimal``."""
-    if requested not in ("auto", *PROFILES):
-        raise ValueError(f"unknown curvature profile {requested!r}; choose auto, exact or minimal")
-    if requested != "auto":
-        return requested
-    return "exact" if exact_profile_bytes(n_params) <= memory_budget else "minimal"
+def resolve_profile(requested: "str | CurvatureProfile", model, history_budget: int | None = None,
+                    memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CurvatureProfile:
+    """The profile to build. ``auto``: with ``history_budget``, the most accurate profile whose stored
+    bytes fit it; without, ``exact`` when its build fits ``memory_budget``, else the most accurate
+    profile that fits ``memory_budget``. A named profile (``NAME[:key=value,...]``) must fit the
+    budget when one is given."""
+    if requested == "auto":
+        if history_budget is None:
+            exact = ExactProfile()
+            if exact.build_bytes(model) <= memory_budget:
+                return exact
+            return choose_by_budget(model, memory_budget, memory_budget)
+        return choose_by_budget(model, history_budget, memory_budget)
+    profile = make_profile(requested)
+    if history_budget is not None and profile.stored_bytes(model) > history_budget:
+        raise InputError(f"history profile {profile.spec()} needs {profile.stored_bytes(model)} bytes for "
+                         f"{model.n_params} parameters, more than the history budget of {history_budget}")
+    return profile
 
 
 @dataclass
@@ -45,11 +54,23 @@ class MiniHistory:
     info: dict = field(default_factory=dict)
     penalize_intercept: bool = True
     loss_sum: float | None = None  # L_D(w_T) = sum_i l_i(w_T): F_R(w_T) from the forgotten rows alone
+    options: dict = field(default_factory=dict)  # the profile's options (its module documents the tensors)
 
-    # exact profile:   "precond"  (H_D + l2 I)^-1, H_D the mean loss Hessian at w_T (p x p)
-    # minimal profile: "basis"    (k x p) orthonormal top eigenvectors of the mean loss Hessian
-    #                  "eigvals"  (k,) their eigenvalues
-    #                  "diag"     (p,) the Hessian's diagonal
+    def curvature_profile(self) -> CurvatureProfile:
+        return profile_class(self.profile)(**self.options)
+
+    @property
+    def is_exact(self) -> bool:
+        return profile_class(self.profile).exact
+
+    @property
+    def profile_bytes(self) -> int:
+        """Bytes of the curvature profile's tensors alone."""
+        return int(sum(t.numel() * t.element_size() for t in self.tensors.values()))
+
+    def preconditioner(self, penalty):
+        """``v -> P v``, P ~= (H_D + lambda M)^-1 from the stored profile."""
+        return self.curvature_profile().preconditioner(self.tensors, penalty)
 
     @property
     def nbytes(self) -> int:
@@ -61,7 +82,8 @@ class MiniHistory:
         if self.loss_sum is not None:
             tensors["loss_sum"] = torch.tensor(self.loss_sum, dtype=torch.float64)
         meta = {"format": "miniunlearn-history/1", "profile": self.profile, "n": self.n, "l2": repr(self.l2),
-                "fingerprint": self.fingerprint, "penalize_intercept": str(self.penalize_intercept)}
+                "fingerprint": self.fingerprint, "penalize_intercept": str(self.penalize_intercept),
+                "profile_options": json.dumps(self.options, sort_keys=True)}
         return save_tensors(path, tensors, meta)
 
     @classmethod
@@ -70,9 +92,12 @@ class MiniHistory:
         if meta.get("format") != "miniunlearn-history/1":
             raise RunError(f"{path} is not a Mini-Unlearning history file (format {meta.get('format')!r})")
         profile = meta.get("profile")
-        needed = {"exact": ("precond",), "minimal": ("basis", "eigvals", "diag")}.get(profile)
-        if needed is None:
-            raise RunError(f"history {path} has unknown curvature profile {profile!r}")
+        try:
+            needed = profile_class(profile).tensor_names
+            options = json.loads(meta.get("profile_options", "{}"))
+            profile_class(profile)(**options)
+        except (InputError, ValueError, TypeError):
+            raise RunError(f"history {path} has unknown curvature profile {profile!r} or invalid options") from None
         missing = [k for k in ("theta", "grad_sum", *needed) if k not in tensors]
         if missing:
             raise RunError(f"history {path} is incomplete: missing {', '.join(missing)}")
@@ -84,62 +109,35 @@ class MiniHistory:
         loss_sum = tensors.pop("loss_sum", None)
         return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors,
                    penalize_intercept=meta.get("penalize_intercept", "True") == "True",
-                   loss_sum=None if loss_sum is None else float(loss_sum))
-
-
-def _top_eigenpairs(objective: Objective, theta: torch.Tensor, k: int, iterations: int = 4, seed: int = 0):
-    """Top-k eigenpairs of the mean loss Hessian by randomized block subspace iteration (block HVPs)."""
-    p = theta.numel()
-    gen = torch.Generator().manual_seed(seed)
-    block = min(p, k + 8)
-    Q, _ = torch.linalg.qr(torch.randn(p, block, dtype=theta.dtype, generator=gen))
-    curvature = objective.curvature(theta, diag=False)
-    for _ in range(iterations):
-        Q, _ = torch.linalg.qr(curvature.cache.hvp_sum(Q) / objective.n)
-    HQ = curvature.cache.hvp_sum(Q) / objective.n
-    small = Q.T @ HQ
-    vals, vecs = torch.linalg.eigh(0.5 * (small + small.T))
-    order = torch.argsort(vals, descending=True)[:k]
-    return vals[order], (Q @ vecs[:, order]).T.contiguous()
+                   loss_sum=None if loss_sum is None else float(loss_sum), options=options)
 
 
 def exact_curvature(objective: Objective, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> dict:
-    """The exact profile: ``precond = (H_D + lambda I)^-1``, H_D the mean loss Hessian at w_T.
-
-    H_D is built densely (about n p^2 (C+1)/C flops) and Cholesky-inverted once (p^3).
-    Unlearning only ever applies ``precond``: with ``P^-1 = H_D + lambda I`` the retained
-    Hessian sum is ``n P^-1 - H_U - r lambda I``, so H_D itself need not be kept.
-    """
-    precond = objective.hessian_loss_mean(theta, dtype=torch.float64)
-    precond.diagonal().add_(objective.penalty.diagonal(precond.shape[0]))
-    gauge = objective.penalty.gauge()
-    if gauge is not None:  # a free intercept: lift the flat common-bias direction so P exists (it acts on
-        precond += float(precond.diagonal().mean()) * torch.outer(gauge, gauge)  # zero-mean biases exactly)
-    factor = torch.linalg.cholesky(precond)
-    del precond
-    precond = torch.cholesky_inverse(factor)
-    del factor
-    precond = 0.5 * (precond + precond.T)  # exact symmetry, so the fixed-point map is self-adjoint
-    return {"precond": precond.to(dtype)}
+    """The exact profile's tensors, dense: ``precond = (H_D + lambda I)^-1`` in ``dtype``."""
+    return {"precond": exact_inverse(objective, theta, torch.float32).to(dtype)}
 
 
-def build_mini_history(objective: Objective, theta: torch.Tensor, profile: str, fingerprint: str,
-                       curvature_dtype: torch.dtype = torch.float64, minimal_rank: int = MINIMAL_MAX_VECTORS - 2,
+def build_mini_history(objective: Objective, theta: torch.Tensor, profile: "str | CurvatureProfile", fingerprint: str,
+                       curvature_dtype: torch.dtype = torch.float64, minimal_rank: int | None = None,
                        ) -> MiniHistory:
-    """Record w_T, G_D(w_T) and the curvature of ``profile`` at w_T (one gradient pass + curvature)."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown curvature profile {profile!r}")
+    """Record w_T, G_D(w_T), L_D(w_T) and the curvature of ``profile`` at w_T (one gradient pass + its build).
+
+    ``profile``: a profile or ``NAME[:key=value,...]``; ``curvature_dtype`` (exact) and
+    ``minimal_rank`` (minimal) are shorthands for those profiles' options.
+    """
+    if isinstance(profile, str):
+        options = {}
+        if profile == "exact" and curvature_dtype != torch.float64:
+            options["dtype"] = str(curvature_dtype).replace("torch.", "")
+        if profile == "minimal" and minimal_rank is not None:
+            options["rank"] = minimal_rank
+        profile = make_profile(profile, **options)
     start = time.perf_counter()
     loss_sum, grad_sum = objective.rows.map_reduce(lambda X, y: objective.model.loss_grad_sum(theta, X, y))
-    tensors: dict[str, torch.Tensor] = {}
-    if profile == "exact":
-        tensors = exact_curvature(objective, theta, curvature_dtype)
-    else:
-        if not 1 <= minimal_rank <= MINIMAL_MAX_VECTORS - 2:
-            raise ValueError(f"minimal_rank must lie in [1, {MINIMAL_MAX_VECTORS - 2}]")
-        eigvals, basis = _top_eigenpairs(objective, theta, minimal_rank)
-        tensors = {"basis": basis, "eigvals": eigvals, "diag": objective.curvature(theta).cache.diag_sum / objective.n}
-    history = MiniHistory(profile, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
-                          penalize_intercept=objective.penalty.penalize_intercept, loss_sum=float(loss_sum))
-    history.info = {"build_time_s": time.perf_counter() - start, "curvature_dtype": str(curvature_dtype).replace("torch.", "")}
+    tensors = profile.build(objective, theta)
+    history = MiniHistory(profile.name, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
+                          penalize_intercept=objective.penalty.penalize_intercept, loss_sum=float(loss_sum),
+                          options=dict(profile.options))
+    history.info = {"build_time_s": time.perf_counter() - start, "profile_spec": profile.spec(),
+                    **getattr(profile, "info", {})}
     return history

@@ -65,24 +65,7 @@ class HistoryPreconditioner:
 
     def __init__(self, history, penalty):
         self.profile = history.profile
-        if self.profile == "exact":
-            self.P = history.tensors["precond"].to(torch.float64)
-        else:
-            # Woodbury on D + V Lambda V^T with D = diag(remaining diagonal) + lambda M
-            V = history.tensors["basis"].to(torch.float64)  # (k, p), orthonormal rows
-            eig = history.tensors["eigvals"].to(torch.float64).clamp_min(0.0)
-            diag = history.tensors["diag"].to(torch.float64)
-            rest = (diag - (V * V).T @ eig).clamp_min(0.0)
-            self.Dinv = 1.0 / (rest + penalty.diagonal(len(diag)) + 1e-12 * float(diag.max()))
-            self.V = V
-            core = torch.diag(1.0 / eig.clamp_min(1e-300)) + (V * self.Dinv) @ V.T
-            self.core_inv = torch.linalg.inv(core)
-
-    def apply(self, v: torch.Tensor) -> torch.Tensor:
-        if self.profile == "exact":
-            return self.P @ v
-        x = self.Dinv * v
-        return x - self.Dinv * (self.V.T @ (self.core_inv @ (self.V @ x)))
+        self.apply = history.preconditioner(penalty)
 
 
 def solve_surrogate(preconditioner: HistoryPreconditioner, forget: CachedCurvature, penalty, n: int, rhs: torch.Tensor,
@@ -133,7 +116,8 @@ class MiniUnlearning(UnlearningMethod):
         theta_T = history.theta
         preconditioner = HistoryPreconditioner(history, penalty)
         stats: dict = {"curvature_profile": history.profile}
-        refine_only = self.refine is None and r > m * STEP0_MAX_SHARE
+        # (an approximate profile's step 0 costs one pass over U only, so it is always taken)
+        refine_only = self.refine is None and r > m * STEP0_MAX_SHARE and history.is_exact
         step0 = None
         if not refine_only:
             forget = forget_curvature(ctx, theta_T)
@@ -154,7 +138,7 @@ class MiniUnlearning(UnlearningMethod):
             start, w_start = objective.curvature(theta_T, diag=jacobi, value=True, row_norm=True), theta_T
             stats["start"] = "w_T"
         else:
-            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats)
+            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats, jacobi)
             stats["start"] = "step 0"
         R = self_concordance_constant(start.cache.max_row_norm)
         stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
@@ -184,10 +168,11 @@ class MiniUnlearning(UnlearningMethod):
 
     def _step0(self, preconditioner, forget, penalty, history, b, m, stats, progress):
         """Delta_0 = -J_0^-1 b by the contraction over the forgotten rows (exact profile), or the
-        influence step -P b / m (the minimal profile is too coarse for the contraction)."""
-        if history.profile != "exact":
+        influence step -P b / m (an approximate P makes n P^-1 - H_U a poor model of the retained
+        Hessian and the contraction can diverge; m P^-1 models it as m times the full one)."""
+        if not history.is_exact:
             stats.update(iterations=0)
-            return -preconditioner.apply(b) / m
+            return -penalty.project(preconditioner.apply(b)) / m
         fixed = solve_surrogate(preconditioner, forget, penalty, history.n, b, self.fixed_point_tol, self.max_iter,
                                 self.anderson_depth, progress)
         stats.update(iterations=fixed.iterations, contraction_estimate=fixed.contraction_factor,
@@ -195,11 +180,13 @@ class MiniUnlearning(UnlearningMethod):
         return -fixed.x
 
     @staticmethod
-    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats):
+    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats,
+                          diag: bool = False):
         """Accept w_T + t step0 with the largest t in 1, 1/2, ... that passes Armijo's test on F_R.
 
         F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)
-        when the history holds L_D(w_T); otherwise one pass computes them.
+        when the history holds L_D(w_T); otherwise one pass computes them. ``diag``: also the Hessian
+        diagonal at the accepted point (for a Jacobi preconditioner).
         """
         penalty = objective.penalty
         if history.loss_sum is not None:
@@ -210,7 +197,7 @@ class MiniUnlearning(UnlearningMethod):
         t = 1.0
         while True:
             point = theta_T + t * step0
-            here = objective.curvature(point, diag=False, value=True, row_norm=True)
+            here = objective.curvature(point, diag=diag, value=True, row_norm=True)
             if here.value <= value_T + ARMIJO * t * slope or t < 1e-8:
                 stats["first_step_length"] = t
                 return here, point

@@ -52,12 +52,14 @@ class Objective:
         cache = CachedCurvature(self.model, self.rows, theta, diag=diag, grad=value, loss=value, row_norm=row_norm)
         return Curvature(cache, self.n, self.penalty, theta)
 
-    def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The mean loss Hessian ``(1/|S|) sum_i Hess l_i(theta)`` (no regulariser), dense p x p."""
+    def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64,
+                          gemm_dtype: torch.dtype | None = None) -> torch.Tensor:
+        """The mean loss Hessian ``(1/|S|) sum_i Hess l_i(theta)`` (no regulariser), dense p x p, accumulated
+        in ``dtype`` from per-chunk Gram products in ``gemm_dtype`` (see ``LogisticRegression.hessian_sum``)."""
         p = self.model.n_params
         out = torch.zeros(p, p, dtype=dtype)
         for X, _ in self.rows.iter_chunks():
-            self.model.hessian_sum(X, self.model.probabilities(theta, X), out=out, dtype=dtype)
+            self.model.hessian_sum(X, self.model.probabilities(theta, X), out=out, gemm_dtype=gemm_dtype)
         self.rows.rows_read += self.n
         out /= self.n
         return out

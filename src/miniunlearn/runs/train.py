@@ -13,7 +13,7 @@ from miniunlearn.core.progress import progress_bar
 from miniunlearn.core.storage import atomic_write_json
 from miniunlearn.data.arrays import float32_exact
 from miniunlearn.evaluation.metrics import accuracy
-from miniunlearn.history import DeltaGradHistory, build_mini_history, choose_profile
+from miniunlearn.history import DeltaGradHistory, build_mini_history, resolve_profile
 from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET
 from miniunlearn.models import LogisticRegression, Objective, Rows
 from miniunlearn.runs.run import (
@@ -57,25 +57,29 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def record_mini_history(objective: Objective, theta: torch.Tensor, profile: str, fingerprint: str,
-                        curvature_dtype: str = "float64"):
-    """Mini-Unlearning's history at the optimum ``theta`` of ``objective`` (training and compaction
-    both record it this way); returns it with run.json's record of it (``bytes`` is added on saving)."""
-    with progress_bar(f"history ({profile} curvature)", None), measure() as build:
+def record_mini_history(objective: Objective, theta: torch.Tensor, profile, fingerprint: str,
+                        history_budget: int | None = None):
+    """Mini-Unlearning's history at the optimum ``theta`` of ``objective`` with a resolved ``profile``
+    (training and compaction both record it this way); returns it with run.json's record of it
+    (``bytes`` is added on saving)."""
+    with progress_bar(f"history ({profile.spec()} curvature)", None), measure() as build:
         try:
-            history = build_mini_history(objective, theta, profile, fingerprint, getattr(torch, curvature_dtype))
+            history = build_mini_history(objective, theta, profile, fingerprint)
         except torch.linalg.LinAlgError as exc:
             raise InputError(f"the curvature at the trained optimum is not positive definite in floating "
                              f"point (l2 = {objective.l2:g} is too small for this data; {exc})") from None
-    return history, {"file": HISTORY_FILE, "profile": profile, "tensor_bytes": history.nbytes,
-                     "passes": objective.passes, "curvature_dtype": curvature_dtype, **build.as_dict()}
+    return history, {"file": HISTORY_FILE, "profile": profile.name, "profile_spec": profile.spec(),
+                     "profile_options": dict(profile.options), "profile_bytes": history.profile_bytes,
+                     "tensor_bytes": history.nbytes, "history_budget": history_budget,
+                     "passes": objective.passes, "curvature_dtype": profile.options.get("dtype", "float64"),
+                     **build.as_dict()}
 
 
 def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: float = DEFAULT_TOL,
           max_iter: int = DEFAULT_MAX_ITER, sgd_schedule: SGDSchedule | None = None, profile: str = "auto",
           deltagrad_history: bool = False, memory_budget: int | None = None,
           curvature_dtype: str = "float64", overwrite: bool = False, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-          penalize_intercept: bool = True, mini_history: bool = True) -> Run:
+          penalize_intercept: bool = True, mini_history: bool = True, history_budget: int | None = None) -> Run:
     """Train on ``dataset``, record the unlearning history and write the run directory ``out``.
 
     Converged mode minimises ``F_D(w) = mean loss + (l2/2)||w||^2`` (the biases left out of the
@@ -90,6 +94,10 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     (:mod:`miniunlearn.runs.stored`); such data are trained on in their float32 values.
 
     ``penalize_intercept=False`` leaves the biases out of the L2 penalty (converged mode only).
+    ``profile`` is a history profile ``NAME[:key=value,...]`` (:mod:`miniunlearn.history.profiles`) or
+    ``auto``: with ``history_budget`` (bytes) the most accurate profile whose stored tensors fit it,
+    else ``exact`` when its build fits ``memory_budget``. ``curvature_dtype`` is the exact profile's
+    ``dtype`` option.
     ``mini_history=False`` skips Mini-Unlearning's history (the dense curvature is most of a
     converged training's cost): for models, such as shadow models, that no method will unlearn
     with ``mini``.
@@ -101,6 +109,11 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
         raise InputError(f"curvature dtype must be one of {', '.join(CURVATURE_DTYPES)}, got {curvature_dtype!r}")
     check_output_dir(out, RUN_JSON, overwrite)  # fail before the work, not after it
     model = LogisticRegression(dataset.n_features, dataset.n_classes)
+    if profile == "exact" and curvature_dtype != "float64":
+        profile = f"exact:dtype={curvature_dtype}"
+    chosen = None
+    if config.mode == "converged" and mini_history:  # refuse a bad profile or budget before training
+        chosen = resolve_profile(profile, model, history_budget, memory_budget or DEFAULT_MEMORY_BUDGET)
     rows = Rows(dataset.X_train, dataset.y_train, chunk_rows=config.chunk_rows)
     fingerprint = dataset.fingerprint()
     total = config.sgd.n_iterations(len(rows)) if config.mode == "trajectory" else None
@@ -115,9 +128,8 @@ def train(dataset, l2: float, out: str | Path, mode: str = "converged", tol: flo
     history = None
     history_meta: dict = {}
     if config.mode == "converged" and mini_history:
-        chosen = choose_profile(profile, model.n_params, memory_budget or DEFAULT_MEMORY_BUDGET)
         history, history_meta["mini"] = record_mini_history(Objective(model, rows, config.penalty(model)), theta,
-                                                            chosen, fingerprint, curvature_dtype)
+                                                            chosen, fingerprint, history_budget)
     elif deltagrad_history:
         history = DeltaGradHistory(record.weights, record.grads, fingerprint)
         history_meta["deltagrad"] = {"file": DELTAGRAD_FILE, "iterations": history.n_iterations}

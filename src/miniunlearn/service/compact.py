@@ -41,7 +41,7 @@ from miniunlearn.core.progress import progress_bar
 from miniunlearn.core.storage import file_sha256, read_json, remove_durably, remove_tree_durably
 from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 from miniunlearn.evaluation.metrics import accuracy
-from miniunlearn.history import choose_profile
+from miniunlearn.history import resolve_profile
 from miniunlearn.models import Objective, Rows
 from miniunlearn.models.rows import retained_ids
 from miniunlearn.runs.bases import (
@@ -174,9 +174,11 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publ
         history = history_meta = None
         recorded = run.base.mini_history_record
         if recorded is not None:
-            profile = choose_profile(recorded.get("profile", "auto"), model.n_params)
+            # the same profile and options as the base's (runs from before profiles had options: by name and dtype)
+            spec = recorded.get("profile_spec") or _legacy_spec(recorded)
+            profile = resolve_profile(spec, model)
             history, history_meta = record_mini_history(objective, theta, profile, fingerprint,
-                                                        recorded.get("curvature_dtype", "float64"))
+                                                        recorded.get("history_budget"))
         generation = run.generation + 1
 
         def write(folder: Path) -> dict:
@@ -222,6 +224,12 @@ def _compact_locked(run: Run, book: Ledger, leftovers: list[str], progress, publ
             "n_dropped_total": int(len(new_dropped)), "base_dir": str(folder), "removed": removed,
             "preprocessing": "refitted on the kept rows" if new_pre is not old_pre else "unchanged",
             **stats}
+
+
+def _legacy_spec(recorded: dict) -> str:
+    """The profile spec of a history recorded before profiles had options: its name and dtype."""
+    name, dtype = recorded.get("profile", "exact"), recorded.get("curvature_dtype", "float64")
+    return f"exact:dtype={dtype}" if name == "exact" and dtype != "float64" else name
 
 
 def _penalty(run):

@@ -65,12 +65,16 @@ class CertifiedResult:
 class _Best:
     certificate: float
     w: torch.Tensor
+    latest: tuple[float, torch.Tensor] | None = None  # the furthest point reached and its own certificate
 
     def offer(self, certificate: float, w: torch.Tensor) -> bool:
         if certificate < self.certificate:
             self.certificate, self.w = certificate, w
             return True
         return False
+
+    def reach(self, certificate: float, w: torch.Tensor) -> None:
+        self.latest = (certificate, w)
 
 
 class _CurvatureBound:
@@ -132,7 +136,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     ``precondition=None`` uses the Jacobi diagonal of each
     iterate's Hessian (from the same pass). ``start`` may hand over the curvature (with value and
     gradient) already computed at ``w_start``. Without ``tol`` the whole budget is used and the
-    best certificate found is reported (no polish).
+    furthest point reached (the last CG iterate or accepted line-search point) is returned with
+    its own certificate (no polish).
     """
     passes_at_start = objective.passes
     jacobi = precondition is None
@@ -180,6 +185,10 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         _polish(objective, here, best, preconditioner, curvature_bound, R,
                 max_passes - (objective.passes - passes_at_start), result)
     result.w, result.certificate, result.converged = best.w, best.certificate, certified()
+    if tol is None and best.latest is not None:
+        # a fixed budget: the furthest point reached (the last CG iterate), with its own valid bound; the
+        # best-certified point is often the start, because the bound of a half-solved step is loose
+        result.certificate, result.w = best.latest
     result.stop = result.stop or ("certified" if result.converged else "budget")
     return result
 
@@ -222,6 +231,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         best.offer(bound.at_point, w)
         if offer_step:
             best.offer(bound.after_step, w + D)
+            best.reach(bound.after_step, w + D)
         if certified():
             stop = "certified"
             break
@@ -260,6 +270,7 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
         there = objective.curvature(trial, diag=diag, value=True)
         best.offer(bound.gradient_bound(there, R, trial), trial)
         if there.value <= here.value + ARMIJO * t * slope:
+            best.reach(bound.gradient_bound(there, R, trial), trial)
             return there, trial
         t *= 0.5
     return None, w

@@ -1,0 +1,19 @@
+"""Curvature profiles of Mini-Unlearning's history, behind one registry (a new profile is one module here).
+
+* ``exact``   -- (H_D + lambda M)^-1, dense or packed, float64 or float32 (p^2 .. p^2/2 numbers)
+* ``kron``    -- exact curvature in the top-k feature directions, C x C blocks in the others
+* ``minimal`` -- top-k eigenpairs and the diagonal (at most 64 vectors of p)
+"""
+
+from miniunlearn.history.profiles import exact, kron, minimal  # noqa: F401  (registration)
+from miniunlearn.history.profiles.base import (
+    CurvatureProfile,
+    available_profiles,
+    choose_by_budget,
+    make_profile,
+    profile_class,
+    register,
+)
+
+__all__ = ["CurvatureProfile", "available_profiles", "choose_by_budget", "make_profile", "profile_class",
+           "register"]

@@ -1,0 +1,127 @@
+"""History profiles: their numbers against dense linear algebra written here, their bytes against the
+tensors they store, and the budget choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from miniunlearn.core.errors import InputError
+from miniunlearn.data import load_dataset
+from miniunlearn.history import MiniHistory, build_mini_history, resolve_profile
+from miniunlearn.history.profiles import available_profiles, choose_by_budget, make_profile
+from miniunlearn.models import LogisticRegression, Objective, Rows
+from miniunlearn.training import TrainConfig, fit
+
+L2 = 1e-2
+
+
+@pytest.fixture(scope="module")
+def optimum():
+    ds = load_dataset("synthetic:n_samples=900,n_features=12,n_classes=4,seed=3")
+    model = LogisticRegression(ds.n_features, ds.n_classes)
+    objective = Objective(model, Rows(ds.X_train, ds.y_train, chunk_rows=256), L2)
+    theta, _, _ = fit(model, objective.rows, TrainConfig(L2))
+    X = np.hstack([ds.X_train, np.ones((ds.n_train, 1))])
+    Z = X @ theta.numpy().reshape(ds.n_classes, -1).T
+    P = np.exp(Z - Z.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    return ds, model, objective, theta, X, P
+
+
+def dense_hessian(X, P):
+    n, C = P.shape
+    d1 = X.shape[1]
+    H = np.zeros((C * d1, C * d1))
+    for c in range(C):
+        for k in range(C):
+            H[c * d1:(c + 1) * d1, k * d1:(k + 1) * d1] = (X * (P[:, c] * ((c == k) - P[:, k]))[:, None]).T @ X
+    return H / n
+
+
+def as_matrix(apply, p):
+    return np.stack([apply(torch.from_numpy(e.copy())).numpy() for e in np.eye(p)], axis=1)
+
+
+def test_exact_packed_and_float32_store_the_same_inverse(optimum, tmp_path):
+    ds, model, objective, theta, X, P = optimum
+    p = model.n_params
+    inverse = np.linalg.inv(dense_hessian(X, P) + L2 * np.eye(p))
+    for spec, rtol in (("exact", 1e-10), ("exact:packed=1", 1e-10), ("exact:dtype=float32", 1e-6),
+                       ("exact:dtype=float32,packed=1", 1e-6)):
+        history = build_mini_history(objective, theta, spec, "fp")
+        profile = make_profile(spec)
+        assert history.profile_bytes == profile.stored_bytes(model)
+        history.save(tmp_path / "h.safetensors")
+        loaded = MiniHistory.load(tmp_path / "h.safetensors")
+        assert loaded.options == history.options
+        M = as_matrix(loaded.preconditioner(objective.penalty), p)
+        assert np.linalg.norm(M - inverse) <= rtol * np.linalg.norm(inverse), spec
+    assert make_profile("exact:packed=1").stored_bytes(model) == 8 * p * (p + 1) // 2
+    assert make_profile("exact:dtype=float32,packed=1").stored_bytes(model) == 4 * p * (p + 1) // 2
+
+
+def test_kron_without_a_top_block_is_the_eigenbasis_kfac_written_here(optimum):
+    ds, model, objective, theta, X, P = optimum
+    n, C = P.shape
+    d1 = X.shape[1]
+    A_trace = (P * (1 - P)).sum(axis=1)
+    _, U = np.linalg.eigh((X * A_trace[:, None]).T @ X)
+    U = U[:, ::-1]
+    Z = X @ U
+    blocks = np.einsum("nj,nck->jck", Z ** 2, np.einsum("nc,ck->nck", P, np.eye(C)) - np.einsum("nc,nk->nck", P, P))
+    blocks = blocks / n + L2 * np.eye(C)
+    inv_blocks = np.linalg.inv(blocks)
+    v = np.random.default_rng(0).normal(size=C * d1)
+    W = v.reshape(C, d1) @ U
+    expected = (np.einsum("jck,kj->cj", inv_blocks, W) @ U.T).reshape(-1)
+    history = build_mini_history(objective, theta, "kron:k=0,dtype=float64,max_rows=none", "fp")
+    got = history.preconditioner(objective.penalty)(torch.from_numpy(v)).numpy()
+    # eigenvectors are unique up to sign, which cancels in U B U^T; float32 products in the build
+    assert np.linalg.norm(got - expected) <= 1e-4 * np.linalg.norm(expected)
+
+
+def test_kron_keeping_every_direction_is_the_exact_inverse(optimum):
+    ds, model, objective, theta, X, P = optimum
+    p, d1 = model.n_params, X.shape[1]
+    inverse = np.linalg.inv(dense_hessian(X, P) + L2 * np.eye(p))
+    history = build_mini_history(objective, theta, f"kron:k={d1},dtype=float64", "fp")
+    M = as_matrix(history.preconditioner(objective.penalty), p)
+    assert np.linalg.norm(M - inverse) <= 1e-4 * np.linalg.norm(inverse)
+    # float16 storage: a symmetric positive definite approximation, within float16 rounding
+    half = build_mini_history(objective, theta, f"kron:k={d1}", "fp")
+    assert half.profile_bytes == make_profile(f"kron:k={d1}").stored_bytes(model)
+    M16 = as_matrix(half.preconditioner(objective.penalty), p)
+    assert np.linalg.norm(M16 - inverse) <= 2e-2 * np.linalg.norm(inverse)
+
+
+def test_the_budget_picks_the_most_accurate_profile_that_fits():
+    model = LogisticRegression(784, 10)
+    p = model.n_params
+    big = 8 << 30
+    assert choose_by_budget(model, 8 * p * p, big).spec() == "exact:dtype=float64,packed=0,fast_build=None"
+    assert choose_by_budget(model, 8 * p * p - 1, big).options["packed"] is True
+    half = choose_by_budget(model, 2 * p * (p + 1), big)
+    assert half.options == {"dtype": "float32", "packed": True, "fast_build": None}
+    small = choose_by_budget(model, 5_000_000, big)
+    assert small.name == "kron" and small.stored_bytes(model) <= 5_000_000
+    assert make_profile(f"kron:k={small.options['k'] + 1}").stored_bytes(model) > 5_000_000
+    assert choose_by_budget(model, 10_000_000, big).options["k"] == 280  # the top block's build cap, C k <= 2800
+    # exact does not fit the build memory: the most accurate of the others
+    assert choose_by_budget(model, 8 * p * p, 100_000_000).name == "kron"
+    tiny = choose_by_budget(model, 8 * (5 * p + 5 + p), big)
+    assert tiny.name == "minimal" and tiny.options["rank"] == 5
+    with pytest.raises(InputError, match="no history profile fits"):
+        choose_by_budget(model, 1000, big)
+    assert available_profiles()[:3] == ["exact", "kron", "minimal"]
+
+
+def test_resolve_profile_refuses_bad_specs_and_budgets():
+    model = LogisticRegression(20, 3)
+    with pytest.raises(InputError, match="unknown history profile 'dense'"):
+        resolve_profile("dense", model)
+    with pytest.raises(InputError, match="option dtype must be"):
+        resolve_profile("exact:dtype=float16", model)
+    with pytest.raises(InputError, match="more than the history budget"):
+        resolve_profile("exact", model, history_budget=1000)
+    assert resolve_profile("auto", model).name == "exact"
+    assert resolve_profile("auto", LogisticRegression(1000, 100)).name == "kron"  # 80 GB dense: not built
