@@ -152,9 +152,10 @@ class MiniUnlearning(UnlearningMethod):
                      newton_iterations=result.newton_iterations, cg_iterations=result.cg_iterations,
                      refine_stop=result.stop, self_concordance_constant=R)
         if tol is not None and not result.converged:
-            stats["failure"] = (f"certificate {result.certificate:.3g} = {stats['certified_relative']:.3g} x "
-                                f"||w - w_T|| after {objective.passes:.0f} passes over the retained rows; "
-                                f"tol {tol:g} not reached (raise max_passes)")
+            relative = stats["certified_relative"]
+            reached = (f"= {relative:.3g} x ||w - w_T||" if np.isfinite(relative) else "(no step from w_T certified yet)")
+            stats["failure"] = (f"certificate {result.certificate:.3g} {reached} after {objective.passes:.0f} passes "
+                                f"over the retained rows; tol {tol:g} not reached (raise max_passes)")
         return result.w, stats
 
     @staticmethod
