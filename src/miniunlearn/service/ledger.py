@@ -617,15 +617,18 @@ class Ledger:
             os.close(fd)
 
     # -- reading ----------------------------------------------------------------------------------
-    def requests(self, status: str | None = None) -> list[Request]:
-        query = f"SELECT {', '.join(self._columns)} FROM requests"
+    def _select(self, table: str, columns, status: str | None) -> list[tuple]:
+        """Every row of ``table`` (with ``status`` only, if given), in id order."""
+        query = f"SELECT {', '.join(columns)} FROM {table}"
         args: tuple = ()
         if status is not None:
             query += " WHERE status = ?"
             args = (status,)
         with _sqlite_errors(self.path, "read"):
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
-        return [self._request(row) for row in rows]
+            return self._db.execute(query + " ORDER BY id", args).fetchall()
+
+    def requests(self, status: str | None = None) -> list[Request]:
+        return [self._request(row) for row in self._select("requests", self._columns, status)]
 
     def request(self, request_id: int) -> Request:
         with _sqlite_errors(self.path, "read"):
@@ -664,15 +667,8 @@ class Ledger:
     def compactions(self, status: str | None = None) -> list[Compaction]:
         if not getattr(self, "_has_compactions", False):
             return []
-        query = f"SELECT {', '.join(_COMPACTION_COLUMNS)} FROM compactions"
-        args: tuple = ()
-        if status is not None:
-            query += " WHERE status = ?"
-            args = (status,)
-        with _sqlite_errors(self.path, "read"):
-            rows = self._db.execute(query + " ORDER BY id", args).fetchall()
         found = []
-        for row in rows:
+        for row in self._select("compactions", _COMPACTION_COLUMNS, status):
             values = dict(zip(_COMPACTION_COLUMNS, row))
             if _row_digest(values, _COMPACTION_COLUMNS) != values["row_sha256"]:
                 raise RunError(f"ledger {self.path} is corrupted: compaction #{values['id']}'s record does not match "
