@@ -71,7 +71,7 @@ def attach(cli) -> None:
                   help="Mini-Unlearning refines until its certified distance to the retrained model is at most "
                        "TOL x ||w - w_T||.")
     def demo(out, tol):
-        """Forget 1, 10, 30 and 50 % of a 60,000-row training set, certified, and compare with retraining.
+        """Forget 1, 10 and 50 % of a 60,000-row training set, certified, and compare with retraining.
 
         Trains multinomial logistic regression on a seeded synthetic set (40 features, 10 classes; retraining
         takes seconds), then for each share of rows forgets them with Mini-Unlearning (``--tol``) and by

@@ -100,7 +100,7 @@ PRESETS: dict[str, BenchConfig] = {
         methods=["retrain", "mini:refine=0", "mini", "mini:tol=1e-6"],
         seeds=[0, 1, 2], population_attacks=False),
     "demo": BenchConfig(
-        datasets=["demo-set"], ratios=[0.01, 0.1, 0.3, 0.5], methods=["mini", "retrain"],
+        datasets=["demo-set"], ratios=[0.01, 0.1, 0.5], methods=["mini", "retrain"],
         seeds=[0], l2=1e-3, exactness_shadows=0, include_original=False),
 }
 
