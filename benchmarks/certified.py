@@ -217,7 +217,7 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
     for ratio in sorted({r["ratio"] for r in rows}):
         cell = [r for r in rows if r["ratio"] == ratio]
         retr = [r for r in cell if "retrain_time_s" in r]
-        sk = {s: [f["time_s"] for r in cell for f in r.get("sklearn", []) if f["solver"] == s and f["reached"]]
+        sk = {s: _sklearn_cell([f for r in cell for f in r.get("sklearn", []) if f["solver"] == s])
               for s in ("lbfgs", "newton-cg")}
         lines.append(
             f"| {ratio:.0%} | {_fmt(_median([r['time_s'] for r in cell]), '.2f')} ({len(cell)}) "
@@ -227,9 +227,20 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
             f"| {_fmt(_median([r['retrain_time_s'] for r in retr]), '.1f')} ({len(retr)}) "
             f"| {_fmt(_median([r['retrain_passes'] for r in retr]), '.0f')} "
             f"| {_fmt(_median([r['speedup_vs_retrain'] for r in retr]), '.0f')}× "
-            f"| {_fmt(_median(sk['lbfgs']), '.1f')} | {_fmt(_median(sk['newton-cg']), '.1f')} |")
+            f"| {sk['lbfgs']} | {sk['newton-cg']} |")
     lines.append("")
     return lines
+
+
+def _sklearn_cell(fits: list[dict]) -> str:
+    """Median time of the refits that reached Mini-Unlearning's distance; else how far they got."""
+    reached = [f["time_s"] for f in fits if f["reached"]]
+    if reached:
+        return f"{_median(reached):.1f}"
+    if fits:
+        f = fits[0]
+        return f"not reached: {f['distance']:.1e} after {f['n_iter']} its, {f['time_s']:.1f} s"
+    return "–"
 
 
 def _hard_table(rows: list[dict]) -> list[str]:
