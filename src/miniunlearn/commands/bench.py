@@ -74,10 +74,10 @@ def attach(cli) -> None:
         """Forget 1, 10 and 50 % of a 60,000-row training set, certified, and compare with retraining.
 
         Trains multinomial logistic regression on a seeded synthetic set (40 features, 10 classes; retraining
-        takes seconds), then for each share of rows forgets them with Mini-Unlearning (``--tol``) and by
+        takes seconds), then for each share of rows forgets them with Mini-Unlearning (--tol) and by
         retraining from scratch. The table shows the certificate -- a proved bound on how far the
         unlearned model is from the retrained one -- beside the true distance, the accuracy, the time
-        and what a loss-based membership attack sees. Other methods: ``miniunlearn bench``.
+        and what a loss-based membership attack sees. Other methods: miniunlearn bench.
         """
         import dataclasses
 
