@@ -38,7 +38,7 @@ from miniunlearn.history.profiles import make_profile
 from miniunlearn.history.profiles.base import pack_symmetric
 from miniunlearn.models import Objective, Rows
 from miniunlearn.runs import train
-from miniunlearn.runs.run import HISTORY_FILE, Run, update_run_meta
+from miniunlearn.runs import HISTORY_FILE, Run, update_run_meta
 from miniunlearn.service import forget
 from miniunlearn.service.requests import random_forget_ids
 from miniunlearn.training import SGDSchedule

@@ -91,7 +91,7 @@ class Runner:
 
 
 def load_theta(directory: Path) -> np.ndarray:
-    from miniunlearn.runs.run import load_model
+    from miniunlearn.runs import load_model
 
     return load_model(directory)[1].numpy()
 

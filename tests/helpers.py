@@ -132,7 +132,7 @@ def fresh_run(trained, tmp_path):
     """A copy of the run directory ``trained`` under ``tmp_path`` (so its ledger starts empty), opened."""
     import shutil
 
-    from miniunlearn.runs.run import open_run
+    from miniunlearn.runs import open_run
 
     path = tmp_path / "run"
     shutil.copytree(trained, path)

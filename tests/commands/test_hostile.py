@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from miniunlearn.cli import main
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import WriteError, atomic_write_json, file_sha256
-from miniunlearn.runs.run import HISTORY_FILE, MODEL_FILE, RUN_JSON, load_model, open_run
+from miniunlearn.runs import HISTORY_FILE, MODEL_FILE, RUN_JSON, load_model, open_run
 from miniunlearn.service import forget
 from miniunlearn.service.ledger import LEDGER_FILE, Ledger
 from miniunlearn.service.requests import parse_ids, read_ids_file

@@ -23,7 +23,7 @@ import torch
 from miniunlearn import distributed
 from miniunlearn.data import load_dataset
 from miniunlearn.runs import train
-from miniunlearn.runs.run import load_model
+from miniunlearn.runs import load_model
 from miniunlearn.service import forget
 from miniunlearn.service.requests import random_forget_ids, write_ids_file
 

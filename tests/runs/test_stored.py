@@ -12,7 +12,7 @@ from miniunlearn.core.errors import RunError
 from miniunlearn.core.storage import file_sha256
 from miniunlearn.data import Dataset, load_dataset
 from miniunlearn.runs import open_run, train
-from miniunlearn.runs.run import load_preprocessing
+from miniunlearn.runs import load_preprocessing
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_every_model_file_carries_the_preprocessing(tmp_path):
 
 def test_a_model_saved_before_preprocessing_was_kept_reads_as_class_numbers(tmp_path):
     from miniunlearn.models.logistic import LogisticRegression
-    from miniunlearn.runs.run import save_model
+    from miniunlearn.runs import save_model
 
     model = LogisticRegression(3, 4)
     save_model(tmp_path, model, torch.zeros(model.n_params))

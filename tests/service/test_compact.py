@@ -15,7 +15,7 @@ from miniunlearn import Dataset, load_dataset, train
 from miniunlearn.core.errors import DataError, InputError
 from miniunlearn.core.storage import read_json
 from miniunlearn.runs.bases import MissingRowsError
-from miniunlearn.runs.run import HISTORY_FILE, MODEL_FILE, RESULT_JSON, load_model, load_preprocessing, open_run
+from miniunlearn.runs import HISTORY_FILE, MODEL_FILE, RESULT_JSON, load_model, load_preprocessing, open_run
 from miniunlearn.service import forget
 from miniunlearn.service.compact import AUTO_SHARE, compact, compaction_due, set_policy
 from miniunlearn.service.ledger import Ledger

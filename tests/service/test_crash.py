@@ -28,7 +28,7 @@ import torch
 from miniunlearn.core.storage import file_sha256, read_json
 from miniunlearn.history import MiniHistory
 from miniunlearn.methods import method_names
-from miniunlearn.runs.run import HISTORY_FILE, MODEL_FILE, RESULT_JSON, RUN_JSON, load_model, open_run
+from miniunlearn.runs import HISTORY_FILE, MODEL_FILE, RESULT_JSON, RUN_JSON, load_model, open_run
 from miniunlearn.service import forget
 from miniunlearn.service.ledger import LEDGER_FILE, Ledger
 
@@ -368,7 +368,7 @@ N_COMPACT_JOBS = 10
 
 def _check_compacted_copy(copy: Path, original_model: str, reference_theta: torch.Tensor, forgotten: int) -> int:
     """A run killed while compacting holds its old base or the new one, whole; returns the generation."""
-    from miniunlearn.runs.bases import BASE_JSON
+    from miniunlearn.runs import BASE_JSON
 
     run = open_run(copy)
     if run.generation == 0:

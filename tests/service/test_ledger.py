@@ -19,7 +19,7 @@ from miniunlearn.core.params import Interval, Param
 from miniunlearn.core.storage import file_sha256
 from miniunlearn.methods import UnlearningMethod, register, unregister
 from miniunlearn.methods.retrain import Retrain
-from miniunlearn.runs.run import load_model, open_run
+from miniunlearn.runs import load_model, open_run
 from miniunlearn.service import LedgerWarning, forget
 from miniunlearn.service.ledger import LEDGER_FILE, Ledger, decode_ids, encode_ids, ids_sha256, request_lock
 from tests.helpers import fresh_run

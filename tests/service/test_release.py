@@ -11,7 +11,7 @@ from scipy.stats import chi2
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.storage import file_sha256
 from miniunlearn.privacy import ReleaseRequest, analytic_sigma
-from miniunlearn.runs.run import load_model
+from miniunlearn.runs import load_model
 from miniunlearn.service import Ledger, forget
 from miniunlearn.service.requests import write_ids_file
 from tests.helpers import fresh_run, run_cli

@@ -8,7 +8,7 @@ from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.data import load_dataset
 from miniunlearn.models import LogisticRegression, Rows
 from miniunlearn.runs import train
-from miniunlearn.runs.run import load_model
+from miniunlearn.runs import load_model
 from miniunlearn.training import SGDSchedule, TrainConfig, fit
 from tests.helpers import scipy_optimum
 

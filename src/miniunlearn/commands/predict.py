@@ -50,7 +50,7 @@ def predict(model_dir, spec, out, proba, as_json):
 
 def _forgotten_warning(model_dir) -> str | None:
     """A warning when MODEL_DIR is a run whose deletion ledger holds forgotten rows."""
-    from miniunlearn.runs.run import RUN_JSON, open_run
+    from miniunlearn.runs import RUN_JSON, open_run
     from miniunlearn.service.ledger import Ledger
 
     if not (model_dir / RUN_JSON).is_file():

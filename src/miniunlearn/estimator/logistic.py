@@ -37,7 +37,7 @@ from miniunlearn.core.params import Boolean, Interval, Options, Param, validate_
 from miniunlearn.core.progress import disabled as progress_disabled
 from miniunlearn.core.storage import atomic_write_json, read_json
 from miniunlearn.data import Dataset
-from miniunlearn.runs import Run, train
+from miniunlearn.runs import LOCK_FILE, Run, train
 from miniunlearn.runs.predict import Predictor
 from miniunlearn.service import Ledger, forget
 
@@ -222,7 +222,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
-            shutil.copytree(source, staging / "run", ignore=shutil.ignore_patterns("ledger.lock", "*.tmp"))
+            shutil.copytree(source, staging / "run", ignore=shutil.ignore_patterns(LOCK_FILE, "*.tmp"))
             if target.exists():
                 shutil.rmtree(target)
             (staging / "run").rename(target)

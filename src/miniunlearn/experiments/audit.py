@@ -31,7 +31,7 @@ from miniunlearn.experiments.ulira import (
     make_population_plan,
     population_ulira,
 )
-from miniunlearn.runs import Run, load_model, open_run
+from miniunlearn.runs import RESULT_JSON, Run, load_model, open_run
 from miniunlearn.service.ledger import forgotten_so_far, ids_sha256
 from miniunlearn.service.requests import read_ids_file, validate_forget_ids
 
@@ -61,7 +61,7 @@ def load_model_entry(path: str | Path, run, forget_ids: np.ndarray, name: str | 
         raise RunError(f"model {path} has {model.n_features} features and {model.n_classes} classes, but run "
                        f"{run.path} has {run.model.n_features} and {run.model.n_classes}")
     method, options = None, {}
-    result_file = (path if path.is_dir() else path.parent) / "result.json"
+    result_file = (path if path.is_dir() else path.parent) / RESULT_JSON
     if result_file.is_file():
         result = read_json(result_file, "result.json")
         # a model made under the deletion ledger has forgotten every earlier request's rows too

@@ -44,12 +44,17 @@ from miniunlearn.core.storage import (
     remove_tree_durably,
     rename_durably,
 )
+from miniunlearn.runs.layout import (
+    BASE_JSON,
+    BASES_DIR,
+    BUILDING,
+    RUN_JSON,
+    base_dir,
+    base_relative_dir,
+    generation_zero_files,
+)
 
-BASES_DIR = "bases"
-BASE_JSON = "base.json"
 BASE_FORMAT = "miniunlearn-base/1"
-DROPPED_KEYS_FILE = "dropped-keys.npy"
-BUILDING = ".building"  # suffix of a base folder under construction
 
 
 class MissingRowsError(DataError):
@@ -101,23 +106,15 @@ class Base:
         return (self.record.get("history") or {}).get("mini")
 
 
-def base_dir(run_dir: Path, generation: int) -> Path:
-    return Path(run_dir) / BASES_DIR / str(int(generation))
-
-
-def _relative_dir(generation: int) -> str:
-    return f"{BASES_DIR}/{int(generation)}"
-
-
 def read_base(run_dir: Path, meta: dict) -> Base:
     """The current base of the run whose ``run.json`` is ``meta`` (checked against its record's SHA-256)."""
     run_dir = Path(run_dir)
     pointer = meta.get("base")
     if pointer is None:
         return Base(0, run_dir, {"generation": 0, "dataset": meta["dataset"], "history": meta.get("history") or {}})
-    where = run_dir / "run.json"
+    where = run_dir / RUN_JSON
     if (not isinstance(pointer, dict) or not isinstance(pointer.get("generation"), int)
-            or pointer["generation"] < 1 or pointer.get("dir") != _relative_dir(pointer["generation"])
+            or pointer["generation"] < 1 or pointer.get("dir") != base_relative_dir(pointer["generation"])
             or not isinstance(pointer.get("sha256"), str)):
         raise RunError(f"{where} is corrupted: its base entry {pointer!r} is not a generation, folder and SHA-256")
     generation = pointer["generation"]
@@ -151,7 +148,7 @@ def check_base_record(record, generation: int, where: Path) -> None:
 def base_pointer(generation: int, record_sha256: str) -> dict:
     """run.json's ``"base"`` entry naming generation ``generation`` as current."""
     now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    return {"generation": int(generation), "dir": _relative_dir(generation), "sha256": record_sha256, "since": now}
+    return {"generation": int(generation), "dir": base_relative_dir(generation), "sha256": record_sha256, "since": now}
 
 
 def write_base_folder(run_dir: Path, generation: int, write_files: Callable[[Path], dict]) -> tuple[Path, str]:
@@ -175,14 +172,6 @@ def write_base_folder(run_dir: Path, generation: int, write_files: Callable[[Pat
         remove_tree_durably(building)
         raise
     return final, file_sha256(final / BASE_JSON)
-
-
-def generation_zero_files() -> list[str]:
-    """Names, relative to the run directory, of generation 0's files (model, histories, keys, stored data)."""
-    from miniunlearn.runs.run import DELTAGRAD_FILE, HISTORY_FILE, MODEL_FILE
-    from miniunlearn.runs.stored import DATA_DIR, KEYS_FILE
-
-    return [MODEL_FILE, HISTORY_FILE, DELTAGRAD_FILE, KEYS_FILE, DATA_DIR]
 
 
 def stale_paths(run_dir: Path, meta: dict) -> list[Path]:

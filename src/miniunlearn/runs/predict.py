@@ -1,7 +1,7 @@
 """Predictions of a trained run or an unlearned model on raw rows, with labels in the user's own values.
 
 A model directory (``run.json`` or ``result.json`` beside ``model.safetensors``) carries its
-preprocessing (:func:`~miniunlearn.runs.run.load_preprocessing`), so for raw features ``x``
+preprocessing (:func:`~miniunlearn.runs.model_file.load_preprocessing`), so for raw features ``x``
 
     z = (x - mean) / scale,      p = softmax(W z + b),      prediction = classes[argmax p].
 
@@ -24,7 +24,7 @@ from miniunlearn.data import Preprocessing, load_dataset
 from miniunlearn.data.files import Reader, raw_reader
 from miniunlearn.data.keys import canonical, normalize_keys
 from miniunlearn.models.logistic import LogisticRegression
-from miniunlearn.runs.run import load_model, load_preprocessing
+from miniunlearn.runs.model_file import load_model, load_preprocessing
 
 PREDICTION_COLUMN = "prediction"
 

@@ -1,29 +1,13 @@
-"""Run directories: what training writes and every later command reads.
+"""The :class:`Run`: a trained run directory, served from its current base.
 
-    RUN/
-      run.json               config, data fingerprint, timings, metrics  (written last: marks the run complete)
-      model.safetensors      "weight" (C, d) and "bias" (C,), as torch.nn.Linear stores them, and the
-                             preprocessing (see below)
-      history.safetensors    Mini-Unlearning's minimal history (converged runs)
-      deltagrad.safetensors  DeltaGrad's per-iteration history (when asked for)
-      keys.npy, data/        the training rows' keys, and the data of runs trained on data in memory
-                             (see miniunlearn.runs.stored)
-      bases/<g>/             after a compaction: the current base (model, history, keys, data) that
-                             replaces the files above (see miniunlearn.runs.bases); run.json's
-                             "base" entry names it, the rest of run.json keeps the original training
-
-Every model file carries the preprocessing that maps raw features to the model's features
-(``feature_mean``, ``feature_scale`` float64 tensors when the features were standardised) and,
-in its metadata, the class labels in the user's values and the feature names
-(:class:`~miniunlearn.data.Preprocessing`), so a model directory -- trained or unlearned --
-predicts on raw rows by itself.
-
-Every file is written atomically; nothing is pickled.
+The files of a run are listed in :mod:`miniunlearn.runs.layout`; ``run.json`` is checked by
+:mod:`miniunlearn.runs.meta`, model files are read and written by :mod:`miniunlearn.runs.model_file`,
+the base (generation 0, or the latest compaction's) by :mod:`miniunlearn.runs.bases`, and the keys
+and stored rows by :mod:`miniunlearn.runs.stored`. Every file is written atomically; nothing is pickled.
 """
 
 from __future__ import annotations
 
-import json
 from functools import cached_property
 from pathlib import Path
 
@@ -31,89 +15,18 @@ import numpy as np
 import torch
 
 from miniunlearn.core.errors import DataError, InputError, RunError
-from miniunlearn.core.storage import atomic_write_json, load_tensors, read_json, remove_durably, save_tensors
+from miniunlearn.core.storage import read_json
 from miniunlearn.data import Preprocessing, load_dataset
 from miniunlearn.data import keys as keys_module
+from miniunlearn.data.base import is_file_format, parse_dataset_spec, restandardized
 from miniunlearn.history import DeltaGradHistory, MiniHistory
 from miniunlearn.models.logistic import LogisticRegression
+from miniunlearn.runs.bases import MissingRowsError, read_base, select_base_rows
+from miniunlearn.runs.layout import DELTAGRAD_FILE, HISTORY_FILE, MODEL_FILE, RESULT_JSON, RUN_JSON
+from miniunlearn.runs.meta import read_run_meta
+from miniunlearn.runs.model_file import load_model, load_preprocessing
+from miniunlearn.runs.stored import load_keys, load_stored
 from miniunlearn.training.trajectory import SGDSchedule
-
-RUN_FORMAT = "miniunlearn-run/1"
-RUN_JSON = "run.json"
-MODEL_FILE = "model.safetensors"
-HISTORY_FILE = "history.safetensors"
-DELTAGRAD_FILE = "deltagrad.safetensors"
-RESULT_JSON = "result.json"  # marks a complete unlearned-model directory (see miniunlearn.service)
-
-
-def save_model(directory: str | Path, model: LogisticRegression, theta: torch.Tensor,
-               metadata: dict | None = None, preprocessing: Preprocessing | None = None) -> Path:
-    """Write ``model.safetensors``: the parameters and (when given) the preprocessing record."""
-    path = Path(directory) / MODEL_FILE
-    meta = {"format": "miniunlearn-model/1", "kind": model.kind, "n_features": model.n_features,
-            "n_classes": model.n_classes, **(metadata or {})}
-    tensors = model.to_linear(theta)
-    if preprocessing is not None:
-        meta["preprocessing"] = preprocessing.metadata()
-        tensors.update(preprocessing.tensors())
-    save_tensors(path, tensors, meta)
-    return path
-
-
-def model_dir(path: str | Path) -> Path:
-    """The directory holding a model: an unlearned model's own, or a run's current base (the run
-    directory itself until a compaction; :mod:`miniunlearn.runs.bases`)."""
-    from miniunlearn.runs.bases import read_base
-
-    path = Path(path)
-    if (path / RUN_JSON).is_file():
-        meta = read_json(path / RUN_JSON, "run.json")
-        if isinstance(meta, dict) and meta.get("base") is not None:
-            check_run_meta(meta, path / RUN_JSON)
-            return read_base(path, meta).dir
-    return path
-
-
-def load_preprocessing(path: str | Path) -> Preprocessing:
-    """The preprocessing saved with a model (directory or file); class numbers 0..C-1 and no
-    scaling for models saved before miniunlearn kept it."""
-    path = Path(path)
-    if path.is_dir():
-        path = model_dir(path) / MODEL_FILE
-    model, _, meta = load_model(path)
-    if "preprocessing" not in meta:
-        return Preprocessing.class_numbers(model.n_classes, description="not recorded (features used as given)")
-    try:
-        record = json.loads(meta["preprocessing"])
-    except json.JSONDecodeError as exc:
-        raise RunError(f"model file {path}: its preprocessing record is not JSON ({exc})") from None
-    names = ["feature_mean", "feature_scale"] if record.get("scaled") else []
-    tensors, _ = load_tensors(path, "model file", names=names) if names else ({}, None)
-    try:
-        found = Preprocessing.from_json(record, tensors, f"model file {path}: preprocessing")
-    except DataError as exc:
-        raise RunError(str(exc)) from None
-    if found.n_classes != model.n_classes or (found.scaled and found.mean.shape[0] != model.n_features):
-        raise RunError(f"model file {path}: its preprocessing does not fit the model's {model.n_classes} classes "
-                       f"and {model.n_features} features")
-    return found
-
-
-def load_model(path: str | Path) -> tuple[LogisticRegression, torch.Tensor, dict]:
-    """Load a model directory's (or file's) ``model.safetensors``: returns (model, theta, metadata).
-
-    A run directory gives its current base's model."""
-    path = Path(path)
-    if path.is_dir():
-        path = model_dir(path) / MODEL_FILE
-    tensors, meta = load_tensors(path, "model file", names=["weight", "bias"])
-    weight, bias = tensors["weight"], tensors["bias"]
-    if weight.dim() != 2 or bias.dim() != 1 or weight.shape[0] != bias.shape[0]:
-        raise RunError(f"model file {path} is corrupted: weight {tuple(weight.shape)}, bias {tuple(bias.shape)}")
-    if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
-        raise RunError(f"model file {path} is corrupted: NaN or inf parameters")
-    model = LogisticRegression(weight.shape[1], weight.shape[0])
-    return model, model.from_linear(weight, bias), meta
 
 
 class Run:
@@ -125,8 +38,6 @@ class Run:
     """
 
     def __init__(self, path: str | Path):
-        from miniunlearn.runs.bases import read_base
-
         self.path = Path(path)
         if not self.path.is_dir():
             raise RunError(f"run directory not found: {self.path}")
@@ -135,18 +46,14 @@ class Run:
                            f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
                            "ledger remembers what was already forgotten and every method computes from the "
                            "run's base")
-        self.meta = read_json(self.path / RUN_JSON, "run.json")
-        check_run_meta(self.meta, self.path / RUN_JSON)
+        self.meta = read_run_meta(self.path)
         self.base = read_base(self.path, self.meta)
         self.given_data = None  # data in memory standing in for the recorded spec (use_dataset)
 
     def refresh(self) -> bool:
         """Re-read run.json; when another base became current (a compaction, maybe by another
         process), forget everything read from the old one. Returns whether the base changed."""
-        from miniunlearn.runs.bases import read_base
-
-        meta = read_json(self.path / RUN_JSON, "run.json")
-        check_run_meta(meta, self.path / RUN_JSON)
+        meta = read_run_meta(self.path)
         base = read_base(self.path, meta)
         self.meta = meta
         changed = (base.generation, base.fingerprint) != (self.base.generation, self.base.fingerprint)
@@ -211,8 +118,6 @@ class Run:
     def dataset(self):
         """The base's training rows -- stored in the run, or reloaded from the recorded spec --
         checked against the base's fingerprint."""
-        from miniunlearn.runs.stored import load_stored
-
         if self.base.stored is not None:
             keys = None if self.base.keys_record is None else self.keys()
             dataset = load_stored(self.base.dir, self.base.data, self.model.n_classes, self.preprocessing, keys)
@@ -227,8 +132,6 @@ class Run:
         """The rows with ``keys`` (in that order) out of the run's data source, standardised like
         ``preprocessing``; rows whose keys are in ``dropped`` are left out while the source still holds them
         (:func:`miniunlearn.runs.bases.select_base_rows`). Not fingerprint-checked."""
-        from miniunlearn.runs.bases import MissingRowsError, select_base_rows
-
         statistics = preprocessing if preprocessing.scaled else None
         try:
             return select_base_rows(self._source(statistics), keys, dropped, f"the data for {self.spec!r}")
@@ -237,8 +140,6 @@ class Run:
 
     def _source(self, statistics: Preprocessing | None):
         """The run's data as the spec loads it (or as given to :meth:`use_dataset`), standardised by ``statistics``."""
-        from miniunlearn.data.base import is_file_format, restandardized
-
         given = self.given_data
         if given is not None and self.base.stored is None:
             if statistics is None or (np.array_equal(given.preprocessing.mean, statistics.mean)
@@ -256,14 +157,10 @@ class Run:
 
     @cached_property
     def _keys(self) -> np.ndarray:
-        from miniunlearn.runs.stored import load_keys
-
         return load_keys(self.base.dir, self.base.keys_record, self.n_train)
 
     def dropped_keys(self) -> np.ndarray | None:
         """Every key whose rows compactions have left out (None before the first compaction)."""
-        from miniunlearn.runs.stored import load_keys
-
         record = self.base.dropped_keys_record
         return None if record is None else load_keys(self.base.dir, record, None)
 
@@ -314,8 +211,6 @@ class Run:
 
     def _missing_rows(self, missing: int):
         """The error for a data source that lacks ``missing`` of the base's rows."""
-        from miniunlearn.runs.bases import MissingRowsError
-
         file = _data_file(self.spec)
         return MissingRowsError(
             f"the data for {self.spec!r} lacks {missing} of the {self.n_train} training rows of run {self.path}: "
@@ -357,8 +252,6 @@ class Run:
 
 def _data_file(spec: str) -> str | None:
     """The data file a spec names (None for built-in datasets)."""
-    from miniunlearn.data.base import parse_dataset_spec
-
     try:
         info, values = parse_dataset_spec(spec)
     except DataError:
@@ -368,8 +261,6 @@ def _data_file(spec: str) -> str | None:
 
 def _positional_split_note(spec: str) -> str:
     """For a file whose held-out rows are drawn by position: why deleting rows from it changes the training rows."""
-    from miniunlearn.data.base import parse_dataset_spec
-
     try:
         info, values = parse_dataset_spec(spec)
     except DataError:
@@ -391,69 +282,3 @@ def _original_run(result_dir: Path) -> str:
 
 def open_run(path: str | Path) -> Run:
     return Run(path)
-
-
-def update_run_meta(path: str | Path, **fields) -> dict:
-    """Add or replace top-level fields of a run's ``run.json`` (atomically); returns the new record."""
-    target = Path(path) / RUN_JSON
-    meta = read_json(target, "run.json")
-    check_run_meta(meta, target)
-    meta.update(fields)
-    atomic_write_json(target, meta)
-    return meta
-
-
-def check_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
-    """Refuse an output path that cannot take new results (checked before any work; changes nothing)."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"output path {path} exists and is not a directory")
-    # a run and an unlearned model share file names (model.safetensors): one never overwrites the other
-    for other in {RUN_JSON: (RESULT_JSON,), RESULT_JSON: (RUN_JSON,)}.get(marker, ()):
-        if (path / other).exists():
-            kind = "a training run" if other == RUN_JSON else "an unlearned model"
-            raise RunError(f"{path} holds {kind} ({other}); writing here would replace its files. "
-                           "Choose another --out")
-    if (path / marker).exists() and not overwrite:
-        raise RunError(f"{path} already holds results ({marker}); choose another --out or pass --overwrite")
-    return path
-
-
-def prepare_output_dir(path: str | Path, marker: str, overwrite: bool) -> Path:
-    """Create ``path`` for new results, refusing to replace existing results unless ``overwrite``."""
-    path = check_output_dir(path, marker, overwrite)
-    if (path / marker).exists():
-        # Retire the completion marker first: a crash while the new files are written must not
-        # leave the old marker vouching for a mix of old and new files.
-        remove_durably(path / marker)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunError(f"cannot create output directory {path}: {exc.strerror or exc}") from exc
-    return path
-
-
-_META_FIELDS = {"config": ("l2", "mode"), "dataset": ("spec", "fingerprint", "n_train"),
-                "model": ("n_features", "n_classes")}
-
-
-def check_run_meta(meta, where: Path) -> None:
-    """Refuse a run.json that is not a JSON object with the fields every command reads."""
-    if not isinstance(meta, dict):
-        raise RunError(f"{where} is corrupted: expected a JSON object, found {type(meta).__name__}")
-    if meta.get("format") != RUN_FORMAT:
-        raise RunError(f"{where} is not a miniunlearn run (format {meta.get('format')!r})")
-    for section, keys in _META_FIELDS.items():
-        block = meta.get(section)
-        missing = [k for k in keys if not isinstance(block, dict) or k not in block]
-        if missing:
-            raise RunError(f"{where} is corrupted: {section} lacks {', '.join(missing)}")
-    try:
-        numbers = [int(meta["dataset"]["n_train"]), int(meta["model"]["n_features"]), int(meta["model"]["n_classes"]),
-                   float(meta["config"]["l2"])]
-    except (TypeError, ValueError) as exc:
-        raise RunError(f"{where} is corrupted: a size or l2 is not a number ({exc})") from None
-    if min(numbers[:3]) < 1 or not numbers[3] > 0:
-        raise RunError(f"{where} is corrupted: impossible sizes or l2 ({numbers})")
-    if not isinstance(meta["dataset"]["spec"], str) or not isinstance(meta["dataset"]["fingerprint"], str):
-        raise RunError(f"{where} is corrupted: dataset spec and fingerprint must be strings")

@@ -23,9 +23,8 @@ import numpy as np
 from miniunlearn.core.errors import RunError
 from miniunlearn.core.storage import atomic_write_bytes, file_sha256
 from miniunlearn.data import Dataset
+from miniunlearn.runs.layout import DATA_DIR, KEYS_FILE
 
-KEYS_FILE = "keys.npy"
-DATA_DIR = "data"
 PARTS = {"X_train": np.float32, "y_train": np.int64, "X_test": np.float32, "y_test": np.int64}
 
 

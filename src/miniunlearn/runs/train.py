@@ -16,16 +16,11 @@ from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.history import DeltaGradHistory, build_mini_history, resolve_profile
 from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET
 from miniunlearn.models import LogisticRegression, Objective, Rows
-from miniunlearn.runs.run import (
-    DELTAGRAD_FILE,
-    HISTORY_FILE,
-    RUN_FORMAT,
-    RUN_JSON,
-    Run,
-    check_output_dir,
-    prepare_output_dir,
-    save_model,
-)
+from miniunlearn.runs.layout import DELTAGRAD_FILE, HISTORY_FILE, RUN_JSON
+from miniunlearn.runs.meta import RUN_FORMAT
+from miniunlearn.runs.model_file import save_model
+from miniunlearn.runs.outputs import check_output_dir, prepare_output_dir
+from miniunlearn.runs.run import Run
 from miniunlearn.runs.stored import store_data, store_keys
 from miniunlearn.solvers.newton import DEFAULT_MAX_ITER, DEFAULT_TOL
 from miniunlearn.training import SGDSchedule, TrainConfig, fit

@@ -46,12 +46,22 @@ from miniunlearn.models import Objective, Rows
 from miniunlearn.models.rows import retained_ids
 from miniunlearn.runs.bases import (
     BASE_FORMAT,
-    DROPPED_KEYS_FILE,
     base_pointer,
+    select_base_rows,
     stale_paths,
     write_base_folder,
 )
-from miniunlearn.runs.run import HISTORY_FILE, MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, save_model, update_run_meta
+from miniunlearn.runs import (
+    DROPPED_KEYS_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    RESULT_JSON,
+    RUN_JSON,
+    Run,
+    load_model,
+    save_model,
+    update_run_meta,
+)
 from miniunlearn.runs.stored import store_data, store_keys
 from miniunlearn.runs.train import record_mini_history
 from miniunlearn.service.ledger import Ledger, encode_keys, ids_sha256, keys_sha256, request_lock
@@ -256,7 +266,6 @@ def _base_rows(run: Run, dataset, keep: np.ndarray, new_pre: Preprocessing, new_
     import dataclasses
 
     from miniunlearn.data.base import restandardized
-    from miniunlearn.runs.bases import select_base_rows
 
     if run.base.stored is None:
         return run.rows_of(new_pre, new_keys, new_dropped)

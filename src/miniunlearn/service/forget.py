@@ -22,7 +22,7 @@ from miniunlearn.core.errors import ConvergenceError, InputError, RunError
 from miniunlearn.core.measure import measure
 from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
-from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
+from miniunlearn.runs import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
 from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
 from miniunlearn.service.release import check_release, ledger_options, method_options, publish
 from miniunlearn.service.requests import request_rows, validate_forget_ids

@@ -35,7 +35,7 @@ from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import read_json
 from miniunlearn.methods import UnlearnResult
 from miniunlearn.privacy import MECHANISM_NAMES, ReleaseRequest, calibrate, gaussian_noise
-from miniunlearn.runs.run import RESULT_JSON
+from miniunlearn.runs import RESULT_JSON
 from miniunlearn.service.ledger import ids_sha256
 
 __all__ = ["REFERENCE_METHOD", "RELEASE_KEY", "reference_gap", "check_release", "publish", "ledger_options",

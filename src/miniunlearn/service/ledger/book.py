@@ -15,7 +15,7 @@ import numpy as np
 
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import file_sha256, read_json, to_json
-from miniunlearn.runs.run import MODEL_FILE, RUN_JSON, update_run_meta
+from miniunlearn.runs import MODEL_FILE, RUN_JSON, update_run_meta
 from miniunlearn.service.ledger import store
 from miniunlearn.service.ledger.codec import (IDS_ENCODING, KEYS_ENCODING, encode_ids, encode_keys, ids_sha256,
                                               keys_sha256, row_digest, utc_now)

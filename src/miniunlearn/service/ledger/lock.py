@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from miniunlearn.core.errors import RunError
-
-LOCK_FILE = "ledger.lock"
+from miniunlearn.runs import LOCK_FILE
 
 
 @contextlib.contextmanager

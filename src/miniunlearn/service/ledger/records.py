@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.core.storage import file_sha256, to_json
-from miniunlearn.runs.run import MODEL_FILE
+from miniunlearn.runs import MODEL_FILE
 from miniunlearn.service.ledger.codec import decode_ids, decode_keys
 
 REQUESTED_BY = ("rows", "keys")

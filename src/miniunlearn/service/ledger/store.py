@@ -23,10 +23,10 @@ from urllib.parse import quote
 
 from miniunlearn.core.errors import RunError
 from miniunlearn.core.storage import WriteError, atomic_path
+from miniunlearn.runs import LEDGER_FILE
 from miniunlearn.service.ledger.codec import KEYS_ENCODING, row_digest, utc_now
 from miniunlearn.service.ledger.records import COMPACTION_STATUSES, KINDS, STATUSES
 
-LEDGER_FILE = "ledger.sqlite"
 SCHEMA_VERSION = 3
 
 # The columns of a request record, in the order its row checksum covers them (version 1, then 2 and 3).
