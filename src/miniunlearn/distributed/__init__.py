@@ -18,8 +18,8 @@ saved models agree to <= 1e-10 relative, checked by ``tests/distributed``).
 
 The processes run the same program (SPMD): every rank must execute the same sequence of sums,
 or the all-reduce waits forever. Only rank 0 writes files (models, result.json, the ledger);
-:func:`start_work` and :func:`await_work` hand the rows to forget from rank 0 (which owns the
-deletion ledger) to the others.
+:func:`broadcast_json` and :func:`broadcast_ids` carry its messages to the others (the deletion
+service uses them to hand a request's rows over: :mod:`miniunlearn.service.handoff`).
 
 In one process (no ``WORLD_SIZE`` > 1 in the environment, or no process group) every function
 here is a no-op: :func:`shard` returns everything, :func:`all_reduce_sum` its argument.
@@ -31,7 +31,6 @@ Launch (see docs/scaling.md)::
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import json
 import os
@@ -45,8 +44,7 @@ from miniunlearn.core.errors import MiniUnlearnError
 T = TypeVar("T")
 
 __all__ = ["init_from_env", "require_one_process", "shutdown", "active", "world_size", "rank", "is_writer", "shard",
-           "all_reduce_sum", "all_reduce_max", "broadcast_json", "broadcast_ids", "start_work", "await_work", "leading",
-           "DistributedError"]
+           "all_reduce_sum", "all_reduce_max", "broadcast_json", "broadcast_ids", "DistributedError"]
 
 BACKENDS = ("gloo", "nccl")
 DEFAULT_TIMEOUT_S = 3600  # a rank may wait this long for the others (e.g. while rank 0 fingerprints the data)
@@ -228,56 +226,3 @@ def broadcast_ids(ids: np.ndarray | None, count: int) -> np.ndarray:
     t = (torch.from_numpy(np.ascontiguousarray(ids, dtype=np.int64)) if is_writer()
          else torch.zeros(count, dtype=torch.int64))
     return _broadcast_tensor(t).numpy()
-
-
-# -------------------------------------------------------------------------------------------
-# handing a deletion request from rank 0 (owner of the ledger) to the other ranks
-
-_lead_state: list[dict] = []
-
-
-@contextlib.contextmanager
-def leading():
-    """Rank 0's side of a request: whatever happens inside, the other ranks learn whether to compute.
-
-    Inside the block rank 0 calls :func:`start_work` once it knows the rows to forget (after the
-    ledger has planned the request). If the block ends without it -- the request was served from
-    the ledger, or it failed -- the other ranks are told there is nothing to compute (and the
-    error message, if any), so they never wait in a sum that rank 0 will not join.
-    """
-    state = {"announced": False}
-    _lead_state.append(state)
-    try:
-        yield
-    except BaseException as exc:
-        if active() and not state["announced"]:
-            broadcast_json({"work": False, "error": f"{type(exc).__name__}: {exc}"})
-        raise
-    else:
-        if active() and not state["announced"]:
-            broadcast_json({"work": False})
-    finally:
-        _lead_state.pop()
-
-
-def start_work(ids: np.ndarray, cumulative: np.ndarray) -> None:
-    """Rank 0: tell the other ranks which rows this request forgets (no-op in one process / elsewhere)."""
-    if not active() or not is_writer() or not _lead_state or _lead_state[-1]["announced"]:
-        return
-    _lead_state[-1]["announced"] = True
-    broadcast_json({"work": True, "n_ids": int(len(ids)), "n_cumulative": int(len(cumulative))})
-    broadcast_ids(ids, len(ids))
-    broadcast_ids(cumulative, len(cumulative))
-
-
-def await_work() -> tuple[np.ndarray, np.ndarray] | None:
-    """Ranks > 0: wait for rank 0's :func:`start_work`; ``(ids, cumulative)``, or None when there is
-    nothing to compute. Raises :class:`DistributedError` when rank 0 failed."""
-    message = broadcast_json()
-    if not message.get("work"):
-        if message.get("error"):
-            raise DistributedError(f"rank 0 stopped: {message['error']}")
-        return None
-    ids = broadcast_ids(None, int(message["n_ids"]))
-    cumulative = broadcast_ids(None, int(message["n_cumulative"]))
-    return ids, cumulative

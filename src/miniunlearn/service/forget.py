@@ -23,6 +23,7 @@ from miniunlearn.core.measure import measure
 from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
+from miniunlearn.service import handoff
 from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
 from miniunlearn.service.release import check_release, ledger_options, method_options, publish
 from miniunlearn.service.requests import request_rows, validate_forget_ids
@@ -88,7 +89,7 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
         if not distributed.is_writer():
             return _follow_writer(run, algorithm, method, workers, progress)
-        with distributed.leading():
+        with handoff.leading():
             return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
                                 ledger, release, requested_by)
     result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
@@ -106,7 +107,7 @@ def _follow_writer(run, algorithm, method: str, workers: int, progress) -> Unlea
     Returns None when rank 0 served the request without computing (an identical repeat from the ledger).
     """
     _ = run.dataset  # fingerprint-check the data while rank 0 does the same (and plans with the ledger)
-    job = distributed.await_work()
+    job = handoff.await_work()
     if job is None:
         return None
     ids, cumulative = job
@@ -175,7 +176,7 @@ def _compute(run, algorithm, method: str, ids: np.ndarray, cumulative: np.ndarra
     """Run ``algorithm`` on the original run with every row of ``cumulative`` forgotten."""
 
 
-    distributed.start_work(ids, cumulative)  # rank 0 hands the rows to the other processes (no-op in one)
+    handoff.start_work(ids, cumulative)  # rank 0 hands the rows to the other processes (no-op in one)
     ctx = UnlearnContext(run, cumulative, workers=int(workers), progress=progress)
     with measure() as timing:
         produced = algorithm.unlearn(ctx)

@@ -84,6 +84,7 @@ Modules
     completed requests), ``lock`` (the request lock) and ``book`` (:class:`Ledger`, which joins them).
 """
 
+from miniunlearn.runs import LEDGER_FILE
 from miniunlearn.service.ledger.book import Ledger, forgotten_so_far
 from miniunlearn.service.ledger.codec import (IDS_ENCODING, KEYS_ENCODING, canonical_options, decode_ids, decode_keys,
                                               encode_ids, encode_keys, ids_sha256, keys_sha256)
@@ -91,7 +92,7 @@ from miniunlearn.service.ledger.lock import LOCK_FILE, request_lock
 from miniunlearn.service.ledger.planning import Plan, plan_request
 from miniunlearn.service.ledger.records import (COMPACTION_STATUSES, FORGETTING_KINDS, KINDS, REQUESTED_BY, STATUSES,
                                                 Compaction, Request, bounds_from_stats, superseded)
-from miniunlearn.service.ledger.store import LEDGER_FILE, SCHEMA_VERSION
+from miniunlearn.service.ledger.store import SCHEMA_VERSION
 
 __all__ = [
     "COMPACTION_STATUSES", "FORGETTING_KINDS", "IDS_ENCODING", "KEYS_ENCODING", "KINDS", "LEDGER_FILE", "LOCK_FILE",

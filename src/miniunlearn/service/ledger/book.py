@@ -15,7 +15,7 @@ import numpy as np
 
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import file_sha256, read_json, to_json
-from miniunlearn.runs import MODEL_FILE, RUN_JSON, update_run_meta
+from miniunlearn.runs import LEDGER_FILE, MODEL_FILE, RUN_JSON, update_run_meta
 from miniunlearn.service.ledger import store
 from miniunlearn.service.ledger.codec import (IDS_ENCODING, KEYS_ENCODING, encode_ids, encode_keys, ids_sha256,
                                               keys_sha256, row_digest, utc_now)
@@ -23,7 +23,7 @@ from miniunlearn.service.ledger.lock import lock_held
 from miniunlearn.service.ledger.planning import Plan, forgotten_ids_from, plan_request
 from miniunlearn.service.ledger.records import (FORGETTING_KINDS, KINDS, STATUSES, Compaction, Request, bound_column,
                                                 stats_column, superseded)
-from miniunlearn.service.ledger.store import LEDGER_FILE, SCHEMA_VERSION, sqlite_errors
+from miniunlearn.service.ledger.store import SCHEMA_VERSION, sqlite_errors
 
 
 class Ledger:

@@ -23,7 +23,6 @@ from urllib.parse import quote
 
 from miniunlearn.core.errors import RunError
 from miniunlearn.core.storage import WriteError, atomic_path
-from miniunlearn.runs import LEDGER_FILE
 from miniunlearn.service.ledger.codec import KEYS_ENCODING, row_digest, utc_now
 from miniunlearn.service.ledger.records import COMPACTION_STATUSES, KINDS, STATUSES
 
