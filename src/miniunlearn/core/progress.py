@@ -58,6 +58,7 @@ def progress_bar(description: str, total: float | None, unit: str = "") -> Itera
     if not progress_enabled():
         yield lambda amount=1, **_: None
         return
+    # imported here: rich takes ~0.15 s to load and is needed only when a bar is shown (on a terminal)
     from rich.console import Console
     from rich.progress import (
         BarColumn,

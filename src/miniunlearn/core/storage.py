@@ -22,11 +22,13 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from safetensors import SafetensorError, safe_open
 
 from miniunlearn.core.errors import RunError
 
@@ -226,7 +228,7 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict:
 
 def tensor_sha256(tensor) -> str:
     """SHA-256 of a tensor's dtype, shape and raw bytes (what :func:`save_tensors` records)."""
-    import torch
+    import torch  # imported here: torch takes ~1.5 s to load; most of core (JSON, hashes, files) needs none
 
     flat = tensor.detach().contiguous().reshape(-1).cpu()
     digest = hashlib.sha256(f"{flat.dtype};{tuple(tensor.shape)};".encode())
@@ -263,9 +265,7 @@ def _write_safetensors(path: Path, tensors: Mapping[str, Any], metadata: Mapping
     tensors would give different files; here equal inputs give byte-identical files, which lets
     the deletion ledger compare a recomputed model with the recorded one by SHA-256.
     """
-    import sys
-
-    import torch
+    import torch  # imported here: torch takes ~1.5 s to load; most of core (JSON, hashes, files) needs none
 
     if sys.byteorder != "little":  # pragma: no cover - every supported platform is little-endian
         raise RunError("safetensors files are little-endian; this machine is not")
@@ -298,8 +298,6 @@ def load_tensors(path: str | os.PathLike, what: str = "tensor file", names: list
     when a tensor's bytes do not match the checksum recorded by :func:`save_tensors` (files
     written without checksums are read unchecked). The returned metadata omits the checksums.
     """
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{what} not found: {path}")

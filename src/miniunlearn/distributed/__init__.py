@@ -38,6 +38,7 @@ from typing import Sequence, TypeVar
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from miniunlearn.core.errors import MiniUnlearnError
 
@@ -54,24 +55,17 @@ class DistributedError(MiniUnlearnError):
     """The process group cannot be set up, or another process stopped."""
 
 
-def _dist():
-    import torch.distributed as dist
-
-    return dist
-
-
 def active() -> bool:
     """True when a process group with more than one process is running."""
-    dist = _dist()
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
-    return _dist().get_world_size() if active() else 1
+    return dist.get_world_size() if active() else 1
 
 
 def rank() -> int:
-    return _dist().get_rank() if active() else 0
+    return dist.get_rank() if active() else 0
 
 
 def is_writer() -> bool:
@@ -99,7 +93,6 @@ def init_from_env(backend: str | None = None, timeout_s: float = DEFAULT_TIMEOUT
     world = _launched_world()
     if world <= 1:
         return False
-    dist = _dist()
     if not dist.is_available():
         raise DistributedError("WORLD_SIZE > 1 but this torch build has no torch.distributed support")
     if dist.is_initialized():
@@ -133,7 +126,6 @@ def require_one_process(command: str) -> None:
 
 def shutdown() -> None:
     """Leave the process group (if any)."""
-    dist = _dist()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -150,13 +142,12 @@ def shard(items: Sequence[T]) -> Sequence[T]:
 
 def _device() -> torch.device:
     # nccl moves tensors between GPUs only; gloo works on CPU tensors
-    if _dist().get_backend() == "nccl":
+    if dist.get_backend() == "nccl":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device("cpu")
 
 
 def _all_reduce_tensor(t: torch.Tensor, op: str = "SUM") -> torch.Tensor:
-    dist = _dist()
     work = t.detach().to(_device(), copy=True).contiguous()
     dist.all_reduce(work, op=getattr(dist.ReduceOp, op))
     return work.to(t.device)
@@ -205,7 +196,6 @@ def _broadcast_bytes(payload: bytes | None) -> bytes:
 
 
 def _broadcast_tensor(t: torch.Tensor) -> torch.Tensor:
-    dist = _dist()
     work = t.to(_device(), copy=True).contiguous()
     dist.broadcast(work, src=0)
     return work.to("cpu")

@@ -91,6 +91,7 @@ def fit_gaussians(phi: np.ndarray, member: np.ndarray, variance: str = "per_exam
 def lira_scores(phi_target: np.ndarray, fit: GaussianFit, online: bool = True) -> np.ndarray:
     """Membership scores of a target model's phi (E,): online log-likelihood ratio, or offline
     ``log Phi((phi - mu_out) / s_out)``. Larger means "was in"."""
+    # imported here: scipy.stats takes ~1 s to load and only the attack statistics need it
     from scipy.stats import norm
 
     phi_target = np.asarray(phi_target, dtype=np.float64)

@@ -112,6 +112,7 @@ def sample_scores(model, theta: torch.Tensor, X: np.ndarray, y: np.ndarray, ids:
 
 # ------------------------------------------------------------------------------ confidence intervals
 def _z(confidence: float) -> float:
+    # imported here: scipy.stats takes ~1 s to load and only the attack statistics need it
     from scipy.stats import norm
 
     if not 0 < confidence < 1:
@@ -127,6 +128,7 @@ def auc_confidence_interval(labels: np.ndarray, scores: np.ndarray, confidence: 
     and ``V01_j = (1/m) sum_i psi(X_i, Y_j)`` give ``Var(AUC) = s10/m + s01/n`` (sample variances).
     Computed with mid-ranks in O((m+n) log(m+n)).
     """
+    # imported here: scipy.stats takes ~1 s to load and only the attack statistics need it
     from scipy.stats import rankdata
 
     labels = np.asarray(labels).astype(bool)
@@ -149,6 +151,7 @@ def auc_confidence_interval(labels: np.ndarray, scores: np.ndarray, confidence: 
 
 def proportion_confidence_interval(successes: int, trials: int, confidence: float = 0.95) -> list[float]:
     """Exact (Clopper-Pearson) ``confidence`` interval of a binomial proportion."""
+    # imported here: scipy.stats takes ~1 s to load and only the attack statistics need it
     from scipy.stats import binomtest
 
     if trials <= 0:
@@ -174,6 +177,7 @@ def loss_attack(member_losses: np.ndarray, nonmember_losses: np.ndarray, *, fold
     probabilities) with its DeLong ``auc_ci``, ``balanced_accuracy`` (threshold 1/2) with a normal
     ``balanced_accuracy_ci``, the group sizes used and ``folds``.
     """
+    # imported here: scikit-learn takes ~2 s to load and only this attack needs it
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -227,7 +231,7 @@ def svc_mia_efficacy(shadow_members: np.ndarray, shadow_nonmembers: np.ndarray, 
     non-members the fitted SVC calls non-member (in-sample; what efficacy looks like for rows that
     are surely unseen).
     """
-    from sklearn.svm import SVC
+    from sklearn.svm import SVC  # imported here: scikit-learn takes ~2 s to load and only this attack needs it
 
     members, nonmembers, target = _as_features(shadow_members), _as_features(shadow_nonmembers), _as_features(target)
     if len(members) == 0 or len(nonmembers) == 0 or len(target) == 0:

@@ -91,8 +91,8 @@ def _unique_names(entries: list[ModelEntry]) -> list[ModelEntry]:
     for entry in entries:
         if seen[entry.name] > 1:
             counts[entry.name] = counts.get(entry.name, 0) + 1
-            base = entry.path.name if entry.path else str(counts[entry.name])
-            entry.name = f"{entry.name}:{base}"
+            suffix = entry.path.name if entry.path else str(counts[entry.name])
+            entry.name = f"{entry.name}:{suffix}"
     names = [e.name for e in entries]
     if len(set(names)) != len(names):  # the same directory name twice: number them
         for i, entry in enumerate(entries):

@@ -242,7 +242,7 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
         run, ids, retrained = ctx["run"], ctx["ids"], ctx["retrained"]
         ds, model = run.dataset, run.model
         theta_R = retrained.theta
-        base = float((ctx["theta_T"] - theta_R).norm())
+        unlearned = float((ctx["theta_T"] - theta_R).norm())  # ||w_T - w_R||
         test_R = accuracy(model, theta_R, ds.X_test, ds.y_test)
         forget_R = accuracy(model, theta_R, ds.X_train, ds.y_train, ids)
         if config.include_original and ctx["methods"]:
@@ -280,7 +280,7 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
                        speedup_vs_retrain=retrained.stats["time_s"] / s["time_s"] if s["time_s"] > 0 else None,
                        passes_forget=s["passes_forget"], passes_retained=s["passes_retained"],
                        history_bytes=s["history_bytes_read"], peak_rss_bytes=s["peak_rss_bytes"],
-                       relative_residual=distance / base if base > 0 else 0.0, l2_to_retrain=distance,
+                       relative_residual=distance / unlearned if unlearned > 0 else 0.0, l2_to_retrain=distance,
                        test_acc=accuracy(model, theta, ds.X_test, ds.y_test), test_acc_retrain=test_R,
                        forget_acc=accuracy(model, theta, ds.X_train, ds.y_train, ids), forget_acc_retrain=forget_R)
             for extra in ("contraction_estimate", "certificate", "certified_relative", "tol", "iterations",

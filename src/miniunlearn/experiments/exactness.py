@@ -37,6 +37,7 @@ Given a run trained on the n training rows and a forget set U (|U| = r):
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,15 +164,13 @@ def make_fixed_rows_plan(n_train: int, n_test: int, forget_ids: np.ndarray,
 # ----------------------------------------------------------------------------------- shadows
 def _fixed_rows_job(job: dict) -> dict:
     """Train shadow ``job["k"]``, unlearn the forget set with every method, return the targets' phi."""
-    import tempfile
-
-    base = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
+    population = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
     plan = FixedRowsPlan(job["n_train"], job["forget_ids"], job["slots"], job["substitutes"], job["keep"][None, :], 0)
-    X, y = plan.shadow_training_set(base, 0)
-    X_t, y_t = plan.target_rows(base)
+    X, y = plan.shadow_training_set(population, 0)
+    X_t, y_t = plan.target_rows(population)
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="miniunlearn-shadow-", dir=job.get("tmp_dir")) as tmp:
-        run = train_shadow(base, X, y, f"shadow{job['k']}", job["train"], Path(tmp) / "run", times)
+        run = train_shadow(population, X, y, f"shadow{job['k']}", job["train"], Path(tmp) / "run", times)
         phi = {TRAINED: logit_confidence(run.model, run.theta(), X_t, y_t)}
         phi.update(unlearn_and_score(run, job["forget_ids"], job["methods"], X_t, y_t, times))
     return {"k": job["k"], "phi": phi, "times": times}

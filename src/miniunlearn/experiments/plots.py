@@ -12,6 +12,7 @@ from miniunlearn.core.storage import atomic_write
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | Path, title: str,
              n_negative: int | None = None) -> Path:
     """Save a log-log ROC plot (one curve per entry, the chance diagonal dotted) as a PNG, atomically."""
+    # imported here: matplotlib takes ~0.7 s to load and only plotting needs it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

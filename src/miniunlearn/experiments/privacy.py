@@ -110,7 +110,7 @@ def _models_part(run, family: Family, ids: np.ndarray, config: PrivacyConfig, st
     results = {m.label: forget(run, ids, m.method, ledger=False, **m.options) for m in family.models}
     theta_T, theta_R = run.theta(), results[family.reference].theta
     thetas = {**{label: r.theta for label, r in results.items()}, family.original: theta_T}
-    base = float((theta_T - theta_R).norm())
+    unlearned = float((theta_T - theta_R).norm())  # ||w_T - w_R||: the distance unlearning covers
     attacks = capped_population_attacks(run, thetas, ids, config.mia_max_rows, config.seed)
     ds = run.dataset
     models = {}
@@ -121,7 +121,7 @@ def _models_part(run, family: Family, ids: np.ndarray, config: PrivacyConfig, st
         models[label] = {"method": made.method if made else None, "options": made.options if made else {},
                          "test_accuracy": _accuracy(run, theta),
                          "forget_accuracy": accuracy(run.model, theta, ds.X_train, ds.y_train, ids),
-                         "distance_to_retrain": distance, "relative_residual": distance / base if base else 0.0,
+                         "distance_to_retrain": distance, "relative_residual": distance / unlearned if unlearned else 0.0,
                          "certificate": stats.get("certificate"), "time_s": stats.get("time_s"),
                          "mia_efficacy": attacks[label]["efficacy"], "mia_efficacy_ci": attacks[label]["efficacy_ci"],
                          "loss_attack_auc": attacks[label]["loss_auc"]}

@@ -18,8 +18,10 @@ index arrays -- never pickled files -- and reload the data themselves.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -115,10 +117,10 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
-def train_shadow(base, X: np.ndarray, y: np.ndarray, name: str, kwargs: dict, directory: Path, times: dict):
-    """Train a shadow on rows (X, y) with ``kwargs`` (:func:`shadow_training_kwargs`) into ``directory``;
+def train_shadow(source, X: np.ndarray, y: np.ndarray, name: str, kwargs: dict, directory: Path, times: dict):
+    """Train a shadow on rows (X, y) of the dataset ``source`` with ``kwargs`` (:func:`shadow_training_kwargs`) into ``directory``;
     returns the opened run, bound to the in-memory shadow data. Adds ``train_s``/``train_cpu_s`` to ``times``."""
-    shadow = dataclasses.replace(base, X_train=X, y_train=y, spec=f"{base.spec}#{name}", _fingerprint=[])
+    shadow = dataclasses.replace(source, X_train=X, y_train=y, spec=f"{source.spec}#{name}", _fingerprint=[])
     kwargs = dict(kwargs)
     sgd = kwargs.pop("sgd", None)
     if sgd is not None:
@@ -185,9 +187,6 @@ def run_jobs(job: Callable[[dict], dict], jobs: list[dict], dataset, *, workers:
             torch.set_num_threads(previous_threads)
             _DATASETS.clear()
     else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
                                  initargs=(threads,)) as pool:

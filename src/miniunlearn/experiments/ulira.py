@@ -42,6 +42,7 @@ so an interrupted evaluation resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,14 +182,12 @@ def make_population_plan(n_train: int, n_test: int, ratios, n_shadows: int = DEF
 # ----------------------------------------------------------------------------------- shadows
 def _population_job(job: dict) -> dict:
     """Train shadow ``job["k"]`` on its rows, unlearn at every ratio with every method, score the targets."""
-    import tempfile
-
-    base = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
-    X, y = population_rows(base, job["rows"])
-    X_t, y_t = population_rows(base, job["targets"])
+    population = worker_dataset(job["spec"], job["fingerprint"], job.get("run_dir"))
+    X, y = population_rows(population, job["rows"])
+    X_t, y_t = population_rows(population, job["targets"])
     times: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="miniunlearn-shadow-", dir=job.get("tmp_dir")) as tmp:
-        run = train_shadow(base, X, y, f"population-shadow{job['k']}", job["train"], Path(tmp) / "run", times)
+        run = train_shadow(population, X, y, f"population-shadow{job['k']}", job["train"], Path(tmp) / "run", times)
         phi = {TRAINED: logit_confidence(run.model, run.theta(), X_t, y_t)}
         for key, positions in job["forget"].items():
             scored = unlearn_and_score(run, positions, job["methods"], X_t, y_t, times, suffix=f"@{key}")

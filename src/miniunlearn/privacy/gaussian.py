@@ -110,6 +110,7 @@ def privacy_loss_delta(sigma: float, sensitivity: float, epsilon: float) -> floa
     Evaluated as ``Phi(a) (1 - exp(epsilon + log Phi(b) - log Phi(a)))`` so that neither term
     overflows nor cancels.
     """
+    # imported here: scipy.special takes ~0.2 s to load; only calibration needs it
     from scipy.special import log_ndtr
 
     sigma, c, epsilon = float(sigma), float(sensitivity), float(epsilon)

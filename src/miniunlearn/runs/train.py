@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from miniunlearn.core.errors import InputError
@@ -31,10 +33,6 @@ CURVATURE_DTYPES = ("float64", "float32")
 
 def float32_training_data(dataset):
     """``dataset`` with its features rounded to float32 (the precision a run stores data in)."""
-    import dataclasses
-
-    import numpy as np
-
     rounded = {part: float32_exact(getattr(dataset, part)) for part in ("X_train", "X_test")}
     if all(np.array_equal(rounded[part], getattr(dataset, part)) for part in rounded):
         return dataset

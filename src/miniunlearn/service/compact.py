@@ -30,6 +30,7 @@ from the base (a request served with a small ``refine`` budget). A run's default
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -38,19 +39,21 @@ import torch
 from miniunlearn.core.errors import ConvergenceError, InputError
 from miniunlearn.core.measure import measure
 from miniunlearn.core.progress import progress_bar
-from miniunlearn.core.storage import file_sha256, read_json, remove_durably, remove_tree_durably
+from miniunlearn.core.storage import (
+    atomic_copy,
+    atomic_write_json,
+    file_sha256,
+    read_json,
+    remove_durably,
+    remove_tree_durably,
+)
+from miniunlearn.data.base import restandardized
 from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.history import resolve_profile
 from miniunlearn.models import Objective, Rows
+from miniunlearn.models.penalty import Penalty
 from miniunlearn.models.rows import retained_ids
-from miniunlearn.runs.bases import (
-    BASE_FORMAT,
-    base_pointer,
-    select_base_rows,
-    stale_paths,
-    write_base_folder,
-)
 from miniunlearn.runs import (
     DROPPED_KEYS_FILE,
     HISTORY_FILE,
@@ -61,6 +64,13 @@ from miniunlearn.runs import (
     load_model,
     save_model,
     update_run_meta,
+)
+from miniunlearn.runs.bases import (
+    BASE_FORMAT,
+    base_pointer,
+    select_base_rows,
+    stale_paths,
+    write_base_folder,
 )
 from miniunlearn.runs.stored import store_data, store_keys
 from miniunlearn.runs.train import record_mini_history
@@ -243,8 +253,6 @@ def _legacy_spec(recorded: dict) -> str:
 
 
 def _penalty(run):
-    from miniunlearn.models.penalty import Penalty
-
     return Penalty(run.model, run.l2, run.penalize_intercept)
 
 
@@ -263,9 +271,6 @@ def _refit_statistics(pre: Preprocessing, X: np.ndarray, keep: np.ndarray) -> Pr
 
 def _base_rows(run: Run, dataset, keep: np.ndarray, new_pre: Preprocessing, new_keys, new_dropped):
     """The new base's rows, made the way later processes will load them."""
-    import dataclasses
-
-    from miniunlearn.data.base import restandardized
 
     if run.base.stored is None:
         return run.rows_of(new_pre, new_keys, new_dropped)
@@ -308,8 +313,6 @@ def run_requests(book: Ledger) -> list:
 
 def _publish_base(run: Run, out: Path, compaction_id: int, generation: int) -> None:
     """Put the new base's model into ``out`` (result.json written last: the directory is complete)."""
-    from miniunlearn.core.storage import atomic_copy, atomic_write_json
-
     out.mkdir(parents=True, exist_ok=True)
     digest = atomic_copy(run.base.dir / MODEL_FILE, out / MODEL_FILE)
     atomic_write_json(out / RESULT_JSON, {

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.core.errors import InputError
+from miniunlearn.core.storage import atomic_write_bytes
 
 _ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no "1_000", no other scripts' digits
 _MAX_DIGITS = 18  # every int64 row id fits; longer numbers are out of range for any data set
@@ -105,15 +106,11 @@ def validate_forget_ids(ids: np.ndarray, n_train: int, already_forgotten: np.nda
 
 
 def write_ids_file(path: str | Path, ids: np.ndarray) -> None:
-    from miniunlearn.core.storage import atomic_write_bytes
-
     atomic_write_bytes(path, ("\n".join(str(int(i)) for i in ids) + "\n").encode())
 
 
 def write_keys_file(path: str | Path, keys: list[str]) -> None:
     """One key per line (what :func:`read_keys_file` reads back)."""
-    from miniunlearn.core.storage import atomic_write_bytes
-
     atomic_write_bytes(path, "".join(f"{k}\n" for k in keys).encode("utf-8"))
 
 

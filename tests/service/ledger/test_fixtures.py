@@ -76,7 +76,7 @@ def test_the_column_tuples_are_the_documented_ones_and_cover_the_records():
     assert [c for c in store.COMPACTION_COLUMNS_V3 if c != "row_sha256"] == COMPACTION_COLUMNS
     assert store.REQUEST_COLUMNS[2] == store.REQUEST_COLUMNS[3]
     assert store.REQUEST_COLUMNS[1] == store.REQUEST_COLUMNS[2][:len(store.REQUEST_COLUMNS[1])]
-    assert set(store.REQUEST_COLUMNS[3]) == {f.name for f in fields(Request)} - {"base"}
+    assert set(store.REQUEST_COLUMNS[3]) == {f.name for f in fields(Request)} - {"run_dir"}
     assert set(store.COMPACTION_COLUMNS_V3) == {f.name for f in fields(Compaction)}
 
 
@@ -132,6 +132,6 @@ def test_planning_is_a_function_of_the_completed_requests(tmp_path):
     assert (intact.kind, intact.refers_to.id) == ("repeat", 3)
     lost = plan_request(done, [0, 4], "retrain", options, run_path=run.path, n_train=run.n_train,
                         model_problem=lambda r: f"#{r.id} is gone")
-    assert (lost.kind, lost.refers_to.id, lost.note) == ("recompute", 3, "#3 is gone; recomputed from the original run")
+    assert (lost.kind, lost.refers_to.id, lost.note) == ("recompute", 3, "#3 is gone; recomputed from the run's base")
     with pytest.raises(InputError, match="1 of its 2 rows were already forgotten"):
         plan_request(done, [4, 7], "retrain", options, run_path=run.path, n_train=run.n_train)

@@ -17,13 +17,13 @@ What a request records
 
 Semantics
     * **New deletion** -- rows none of which are forgotten yet. Every method computes from the
-      *original* run and its history, so the method is given the cumulative set (all rows
+      run's current *base* (its model, history and rows) with every row forgotten since, so the method is given the cumulative set (all rows
       forgotten by earlier requests plus the new ones): the result equals forgetting the union in
       one request, and counts stay right (``n_forget`` = cumulative, ``n_forget_request`` = own).
     * **Identical repeat** -- the same row set, method and options as a completed request: the
       recorded model is returned byte for byte, without recomputing (copied, hash-checked, when
       another output directory is named). If the recorded file is missing or its SHA-256 no longer
-      matches, the request is recomputed from the original run (the run's identity is checked
+      matches, the request is recomputed from the run's base (the run's identity is checked
       first, so the inputs are the ones the request originally used) and the ledger says why.
     * **Alternative** -- the same row set as a completed request but another method or options
       (e.g. ``forget --method mini`` and then ``retrain`` to compare): allowed, computed with that

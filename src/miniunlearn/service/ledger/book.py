@@ -209,7 +209,7 @@ class Ledger:
 
     def _request(self, row) -> Request:
         values = dict(zip(self._columns, row))
-        request = Request(**values, base=Path(self.run.path).resolve())
+        request = Request(**values, run_dir=Path(self.run.path).resolve())
         if row_digest(values, self._columns) != request.row_sha256:
             raise RunError(f"ledger {self.path} is corrupted: request #{request.id}'s record does not match its "
                            "checksum (the file was damaged or edited); restore it from a backup")

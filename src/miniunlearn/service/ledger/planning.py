@@ -79,7 +79,7 @@ def _plan(done, ids, method, options_json, run_path, n_train, model_problem) -> 
     if identical:
         latest = identical[-1]
         return Plan("recompute", ids, latest.cumulative_ids(), len(forgotten), latest,
-                    note=f"{model_problem(latest)}; recomputed from the original run", same_request_dirs=dirs)
+                    note=f"{model_problem(latest)}; recomputed from the run's base", same_request_dirs=dirs)
     if same_rows:
         return Plan("alternative", ids, same_rows[-1].cumulative_ids(), len(forgotten), same_rows[-1])
     if forgotten.size and np.array_equal(ids, forgotten):

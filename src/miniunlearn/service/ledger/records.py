@@ -52,7 +52,7 @@ class Request:
     keys_sha256: str | None = None
     keys_blob: bytes | None = field(repr=False, default=None)
     requested_by: str | None = None
-    base: Path | None = field(repr=False, default=None, compare=False)  # the run directory (not a column)
+    run_dir: Path | None = field(repr=False, default=None, compare=False)  # the run directory (not a column)
 
     @property
     def options(self) -> dict:
@@ -85,7 +85,7 @@ class Request:
         if self.out_dir is None:
             return None
         path = Path(self.out_dir)
-        return path if path.is_absolute() or self.base is None else Path(os.path.normpath(self.base / path))
+        return path if path.is_absolute() or self.run_dir is None else Path(os.path.normpath(self.run_dir / path))
 
     @property
     def model_path(self) -> Path | None:
