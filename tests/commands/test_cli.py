@@ -139,7 +139,7 @@ def user_run(tmp_path_factory):
 
 def test_forget_by_keys_predict_and_the_forgotten_keys_through_the_cli(user_run, tmp_path, capsys):
     keys = tmp_path / "keys.txt"
-    keys.write_text("101\n 150 \n\n")
+    keys.write_text("102\n 150 \n\n")  # (both users trained on: held out by key are e.g. 101, 112)
     code, out, err = run_cli(capsys, "forget", user_run / "run", "--keys", keys, "--out", tmp_path / "m", "--json")
     assert code == 0, err
     assert json.loads(out)["ledger"]["kind"] == "deletion"
@@ -149,7 +149,7 @@ def test_forget_by_keys_predict_and_the_forgotten_keys_through_the_cli(user_run,
     assert code == 0 and "original model" in payload["warning"] and payload["rows"] == 7
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "uid,prediction"
     code, out, _ = run_cli(capsys, "ledger", user_run / "run", "--forgotten-keys", tmp_path / "k.txt", "--json")
-    assert sorted((tmp_path / "k.txt").read_text().split()) == ["101", "150"]
+    assert sorted((tmp_path / "k.txt").read_text().split()) == ["102", "150"]
     assert json.loads(out)["forgotten_keys"] == 2
 
 

@@ -28,6 +28,11 @@ class Dataset:
     numbers 0..n_train-1), ``test_keys`` the test rows'. ``reloadable`` is True when
     ``load_dataset(spec)`` gives these rows back (every registered loader); otherwise a run
     trained on the data stores it (:func:`miniunlearn.runs.train`).
+
+    ``split_rule`` names how the test rows were chosen, and run.json records it: ``key`` or ``row``
+    (a data file's held-out draw, :mod:`miniunlearn.data.split`), ``given`` (test rows of their
+    own: a test file, test arrays, or none given), ``none`` (``test_size=0``) or ``loader`` (a
+    built-in set's fixed split).
     """
 
     name: str
@@ -43,6 +48,7 @@ class Dataset:
     keys: np.ndarray | None = None
     test_keys: np.ndarray | None = None
     reloadable: bool = False
+    split_rule: str = "loader"
     _fingerprint: list = field(default_factory=list, repr=False)
 
     @classmethod
@@ -91,6 +97,7 @@ class Dataset:
             "n_classes": self.n_classes,
             "synthetic": self.synthetic,
             "source": self.source,
+            "split": self.split_rule,
             "preprocessing": self.preprocessing.to_json(),
             "fingerprint": self.fingerprint(),
         }
@@ -176,6 +183,25 @@ def load_dataset(spec: str, statistics: Preprocessing | None = None) -> Dataset:
     if statistics is not None and not info.suffixes:
         dataset = restandardized(dataset, statistics)
     return dataset
+
+
+def recorded_spec(record: dict) -> str:
+    """The spec that loads a run's data again with the held-out draw the run was trained with.
+
+    ``record`` is run.json's ``dataset`` section. Runs record their split rule (``"split"``) since
+    data files with keys are split by key; a record without it comes from a run trained with the
+    row rule, so a data file's spec then asks for that rule (``split=row``) explicitly.
+    """
+    spec = record["spec"]
+    if "split" in record:
+        return spec
+    try:
+        info, values = parse_dataset_spec(spec)
+    except DataError:
+        return spec  # (loading it reports the problem)
+    if "split" not in info.parameters or values.get("split") is not None or values.get("test") is not None:
+        return spec
+    return f"{spec},split=row"
 
 
 def is_file_format(spec: str) -> bool:

@@ -40,14 +40,14 @@ from typing import Callable, Iterator
 import numpy as np
 
 from miniunlearn.core.errors import DataError
-from miniunlearn.core.params import Interval, Param, Text
+from miniunlearn.core.params import Interval, Options, Param, Text
 from miniunlearn.data.base import Dataset, register_dataset
 from miniunlearn.data.keys import normalize_keys
 from miniunlearn.data.preprocessing import RunningMoments, class_labels
+from miniunlearn.data.split import SPLIT_RULES, held_out_keys, held_out_rows
 from miniunlearn.data.tabular import build_memmap_dataset, cached_folder, folder_preprocessing
 
 CHUNK_ROWS = 1 << 16
-SPLIT_BLOCK = 1 << 16
 DEFAULT_TEST_SIZE = 0.2
 CACHE_VERSION = "files-v1"
 
@@ -57,6 +57,9 @@ COMMON = {
     "test_size": Param(None, Interval(Real, 0, 0.9), None,
                        help=f"share of rows held out for testing (default {DEFAULT_TEST_SIZE}; not with test=FILE)"),
     "seed": Param(0, Interval(Integral, 0, 2**63 - 1), help="seed of the held-out draw"),
+    "split": Param(None, Options(SPLIT_RULES), None,
+                   help="the held-out draw: key (by key and seed, every row of a key on one side; the default "
+                        "with keys) or row (by row position; the only rule without keys)"),
     "standardize": Param(1, Interval(Integral, 0, 1), help="1: centre and scale features on the training rows"),
 }
 TABLE = {
@@ -331,20 +334,6 @@ class _SparseRows:
         return self.matrix[rows].toarray()
 
 
-# ---------------------------------------------------------------------------------------------- splits
-def held_out_rows(start: int, count: int, test_size: float, seed: int) -> np.ndarray:
-    """Which of rows ``start .. start + count`` are held out (see the module docstring)."""
-    out = np.zeros(count, dtype=bool)
-    if test_size <= 0 or count == 0:
-        return out
-    first, last = start // SPLIT_BLOCK, (start + count - 1) // SPLIT_BLOCK
-    for block in range(first, last + 1):
-        draws = np.random.default_rng([int(seed), 0x7E57, block]).random(SPLIT_BLOCK)
-        lo, hi = max(start, block * SPLIT_BLOCK), min(start + count, (block + 1) * SPLIT_BLOCK)
-        out[lo - start:hi - start] = draws[lo - block * SPLIT_BLOCK:hi - block * SPLIT_BLOCK] < test_size
-    return out
-
-
 # ---------------------------------------------------------------------------------------------- the scan
 @dataclass
 class Scan:
@@ -368,8 +357,9 @@ def _promote(texts: list[str]) -> list:
     return [t.strip() for t in texts]
 
 
-def scan(readers: list[tuple[Reader, Callable[[int, int], np.ndarray]]], standardize: bool, where: str) -> Scan:
-    """Pass one: count rows, draw the test rows, collect labels and keys, and the training rows' statistics."""
+def scan(readers: list[tuple[Reader, Callable[[Chunk], np.ndarray]]], standardize: bool, where: str) -> Scan:
+    """Pass one: count rows, draw the test rows (``held_out(chunk)``: one bool per row of the chunk), collect
+    labels and keys, and the training rows' statistics."""
     from miniunlearn.core.progress import progress_bar
 
     n_features = readers[0][0].n_features
@@ -383,7 +373,7 @@ def scan(readers: list[tuple[Reader, Callable[[int, int], np.ndarray]]], standar
                 columns = f"; its columns: {_preview(reader.feature_names)}" if reader.feature_names else ""
                 raise DataError(f"{where}: name the label column to train on, e.g. csv:path=FILE,target=COLUMN{columns}")
             for chunk in reader.chunks():
-                test = held_out(chunk.start, len(chunk.X))
+                test = held_out(chunk)
                 if standardize:
                     moments.update(chunk.X[~test])
                 distinct.update(_distinct(chunk.labels))
@@ -420,16 +410,37 @@ def _codes(labels: np.ndarray, label_codes: dict) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------- datasets
+def split_rule(train: Reader, test: Reader | None, test_size: float | None, split: str | None) -> str:
+    """The held-out rule of a file (:mod:`miniunlearn.data.split`): ``key`` or ``row`` for a drawn
+    split, ``given`` when the test rows come from a test file (or the npz test arrays), ``none``
+    with ``test_size=0``. ``split`` (the option) is None for the default: ``key`` when the data have keys."""
+    if test is not None and test_size is not None:
+        raise DataError(f"{train.where}: give test=FILE or test_size, not both")
+    if test is not None:
+        return "given"
+    if split == "key" and train.key_column is None:
+        raise DataError(f"{train.where}: split=key draws the held-out rows by key, but the data have no key "
+                        "column (id=COLUMN; npz: an ids array)")
+    if test_size is not None and float(test_size) == 0:
+        return "none"
+    return split or ("key" if train.key_column is not None else "row")
+
+
+def _recorded_split(rule: str, train: Reader) -> str | None:
+    """The ``split=`` a recorded spec names: every drawn split of keyed data names its rule, so the spec
+    reloads the same rows whatever the default."""
+    return rule if rule in SPLIT_RULES and train.key_column is not None else None
+
+
 def table_dataset(name: str, spec: str, train: Reader, test: Reader | None, test_size: float | None, seed: int,
-                  standardize: bool, fingerprint_of_source: str, statistics=None) -> Dataset:
+                  standardize: bool, fingerprint_of_source: str, statistics=None, split: str | None = None) -> Dataset:
     """Scan the file(s), write (or open the cached) float32 memory maps, and return the :class:`Dataset`.
 
     The cache key covers the spec (file, columns, split, scaling), the files' size and
     modification time, and given ``statistics`` (a :class:`Preprocessing` whose means and scales
     standardise the rows instead of the training rows' own), so an edited file is read again.
     """
-    if test is not None and test_size is not None:
-        raise DataError(f"{train.where}: give test=FILE or test_size, not both")
+    rule = split_rule(train, test, test_size, split)
     if statistics is not None and not (standardize and statistics.scaled):
         raise DataError(f"{train.where}: standardisation statistics given for data that is not standardised")
     share = 0.0 if test is not None else (DEFAULT_TEST_SIZE if test_size is None else float(test_size))
@@ -438,9 +449,15 @@ def table_dataset(name: str, spec: str, train: Reader, test: Reader | None, test
     key = f"{name}-" + hashlib.sha256(f"{CACHE_VERSION}|{spec}|{fingerprint_of_source}{given}".encode()).hexdigest()[:24]
     found = cached_folder(key)
     if found is None:
-        readers = [(train, lambda start, count: held_out_rows(start, count, share, seed))]
+        if rule == "key":
+            def held_out(chunk: Chunk) -> np.ndarray:
+                return held_out_keys(chunk.keys, share, seed, f"{train.where}: keys")
+        else:
+            def held_out(chunk: Chunk) -> np.ndarray:
+                return held_out_rows(chunk.start, len(chunk.X), share, seed)
+        readers = [(train, held_out)]
         if test is not None:
-            readers.append((test, lambda start, count: np.ones(count, dtype=bool)))
+            readers.append((test, lambda chunk: np.ones(len(chunk.X), dtype=bool)))
         summary = scan(readers, standardize and statistics is None, train.where)
         if statistics is not None:
             summary.scaler = (statistics.mean, statistics.scale)
@@ -461,11 +478,14 @@ def table_dataset(name: str, spec: str, train: Reader, test: Reader | None, test
     maps = {part: np.load(folder / f"{part}.npy", mmap_mode="r", allow_pickle=False)
             for part in ("X_train", "y_train", "X_test", "y_test")}
     keys = {part: np.load(folder / f"keys_{part}.npy", allow_pickle=False) for part in ("train", "test")}
-    split = meta["preprocessing"]["split"] if test is None else "the test file's rows"
-    record = folder_preprocessing({**meta, "preprocessing": {**meta["preprocessing"], "split": split}},
+    described = {"given": "the test file's rows", "none": "no test rows",
+                 "key": f"{meta['n_test']} test rows drawn by key (seed {seed})",
+                 "row": f"{meta['n_test']} test rows drawn by row position (seed {seed})"}[rule]
+    record = folder_preprocessing({**meta, "preprocessing": {**meta["preprocessing"], "split": described}},
                                   meta["classes"], meta["feature_names"])
     return Dataset(name, spec, maps["X_train"], maps["y_train"], maps["X_test"], maps["y_test"], record.n_classes,
-                   record, f"{train.where} (float32 memory map in {folder})", keys=keys["train"], test_keys=keys["test"])
+                   record, f"{train.where} (float32 memory map in {folder})", keys=keys["train"], test_keys=keys["test"],
+                   split_rule=rule)
 
 
 def _source_identity(*files: Path | None) -> str:
@@ -483,15 +503,18 @@ def _spec(name: str, **options) -> str:
 
 def _table_loader(name: str, open_reader: Callable[..., Reader]):
     def load(path=None, target=None, id=None, test=None, test_size=None, seed=0, standardize=1,  # noqa: A002
-             statistics=None) -> Dataset:
+             split=None, statistics=None) -> Dataset:
         reader = open_reader(path, target, id)
         main = _file(path, name)
         test_file = None if test is None else _file(test, f"{name} test")
         test_reader = None if test is None else open_reader(test_file, target, id, reader.feature_names)
+        if test_reader is not None and split is not None:
+            raise DataError(f"{reader.where}: split= chooses the held-out draw; with test=FILE there is none")
+        rule = split_rule(reader, test_reader, test_size, split)
         spec = _spec(name, path=main, target=target, id=id, test=test_file, test_size=test_size,
-                     seed=seed or None, standardize=None if standardize else 0)
+                     seed=seed or None, standardize=None if standardize else 0, split=_recorded_split(rule, reader))
         return table_dataset(name, spec, reader, test_reader, test_size, seed, bool(standardize),
-                             _source_identity(main, test_file), statistics)
+                             _source_identity(main, test_file), statistics, split)
 
     return load
 
@@ -506,18 +529,22 @@ register_dataset("parquet", "your Parquet file (pyarrow): numeric features, a la
 
 @register_dataset("npz", "your .npz file: arrays X, y[, ids], or X_train, y_train, X_test, y_test (as `data export` writes)",
                   parameters=COMMON, available=lambda: (True, "npz:path=FILE"), suffixes=(".npz",))
-def load_npz(path=None, test_size=None, seed=0, standardize=1, statistics=None) -> Dataset:
+def load_npz(path=None, test_size=None, seed=0, standardize=1, split=None, statistics=None) -> Dataset:
     train, test = _npz_readers(path)
     main = _file(path, "npz")
-    spec = _spec("npz", path=main, test_size=test_size, seed=seed or None, standardize=None if standardize else 0)
+    split = None if test is not None else split  # (the file's test arrays are the test rows: no draw)
+    rule = split_rule(train, test, test_size, split)
+    spec = _spec("npz", path=main, test_size=test_size, seed=seed or None, standardize=None if standardize else 0,
+                 split=_recorded_split(rule, train))
     return table_dataset("npz", spec, train, test, test_size, seed, bool(standardize), _source_identity(main),
-                         statistics)
+                         statistics, split)
 
 
 @register_dataset("svmlight", "your svmlight / libsvm file (scikit-learn's reader; rows made dense)",
                   parameters={**COMMON, "test": Param(None, Text(), None, help="a second svmlight file: the test rows")},
                   available=lambda: (True, "svmlight:path=FILE"), suffixes=(".svm", ".svmlight", ".libsvm"))
-def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1, statistics=None) -> Dataset:
+def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1, split=None,
+                  statistics=None) -> Dataset:
     train = svmlight_reader(path)
     main = _file(path, "svmlight")
     test_file = None if test is None else _file(test, "svmlight test")
@@ -525,7 +552,7 @@ def load_svmlight(path=None, test=None, test_size=None, seed=0, standardize=1, s
     spec = _spec("svmlight", path=main, test=test_file, test_size=test_size, seed=seed or None,
                  standardize=None if standardize else 0)
     return table_dataset("svmlight", spec, train, test_reader, test_size, seed, bool(standardize),
-                         _source_identity(main, test_file), statistics)
+                         _source_identity(main, test_file), statistics, None if test_file is not None else split)
 
 
 # ---------------------------------------------------------------------------------------------- raw rows
