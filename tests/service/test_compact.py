@@ -199,9 +199,11 @@ def test_a_keyed_file_with_the_default_split_survives_compact_purge_forget(tmp_p
     trained_on, held_out = sorted(set(run.keys().tolist())), sorted(set(run.dataset.test_keys.tolist()))
     assert held_out == [u for u in sorted(frame.user.unique()) if documented_u(str(u), 0) < 0.2]
     first, second = trained_on[:2], trained_on[10:12]
-    (tmp_path / "a.txt").write_text("".join(f"{k}\n" for k in first))
-    code, _, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "a.txt", "--out", tmp_path / "ua")
+    (tmp_path / "a.txt").write_text("".join(f"{k}\n" for k in [*first, held_out[0]]))  # one never trained on
+    code, out, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "a.txt", "--out", tmp_path / "ua",
+                             "--json")
     assert code == 0, err
+    assert json.loads(out)["keys_without_training_rows"] == [str(held_out[0])]
 
     leaving = frame.user.isin([*first, held_out[0]])
     frame[~leaving].to_csv(path, index=False)  # too early: the base still needs the forgotten rows

@@ -63,8 +63,8 @@ def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity,
     if like_dir is not None:
         if sensitivity is not None:
             raise InputError("--like takes the sensitivity of the release it names; drop --sensitivity")
-        rows, _ = request_rows(run, request.get("forget_ids"), request.get("keys"))
-        return release_like(like_dir, np.unique(rows), epsilon, delta)
+        named = request_rows(run, request.get("forget_ids"), request.get("keys"))
+        return release_like(like_dir, np.unique(named.rows), epsilon, delta)
     if epsilon is None and delta is None:
         if sensitivity is not None:
             raise InputError("--sensitivity belongs to a certified release: give --epsilon and --delta too")
@@ -117,6 +117,12 @@ def _print_result(p: dict) -> None:
         r = p["release"]
         rows.append(("certified release", (f"({r['epsilon']:g}, {r['delta']:g}): sigma {r['sigma']:.4g} on "
                                            f"sensitivity {r['sensitivity']:.4g} ({r['mechanism']})")))
+    held = p.get("keys_without_training_rows") or []
+    if held:
+        shown = ", ".join(repr(k) for k in held[:5]) + (", ..." if len(held) > 5 else "")
+        rows.append(("held-out keys", f"{len(held)} key(s) with only held-out test rows, never trained on: {shown}"))
+    if "unchanged" in p:
+        rows.append(("unchanged", p["unchanged"]))
     rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
     compaction = p.get("compaction")
     if compaction is not None:
