@@ -11,12 +11,14 @@ import numpy as np
 from miniunlearn.core.errors import DataError, InputError
 from miniunlearn.core.params import Param, validate_params
 from miniunlearn.core.text import parse_spec
-from miniunlearn.data.preprocessing import Preprocessing
+from miniunlearn.data.fingerprint import fingerprint_arrays
+from miniunlearn.data.preprocessing import Preprocessing, class_labels
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split exactly as training sees it.
+    """A train/test split exactly as training sees it (``Dataset.from_arrays``: data in memory,
+    :func:`miniunlearn.data.arrays.from_arrays`).
 
     Features are preprocessed (see ``preprocessing``, a
     :class:`~miniunlearn.data.preprocessing.Preprocessing` record that also holds the class
@@ -51,22 +53,6 @@ class Dataset:
     split_rule: str = "loader"
     _fingerprint: list = field(default_factory=list, repr=False)
 
-    @classmethod
-    def from_arrays(cls, X, y, ids=None, X_test=None, y_test=None, *, standardize: bool = True,
-                    feature_names=None, name: str = "arrays") -> "Dataset":
-        """A dataset from in-memory data: numpy arrays or pandas DataFrames / Series.
-
-        ``y`` holds labels of any kind JSON can store (integers, numbers, strings, booleans);
-        they become the run's classes. ``ids`` are the rows' keys (default: row numbers). Without
-        ``X_test`` there are no test rows. Features are standardised on ``X`` when
-        ``standardize``, then rounded to float32 -- the precision a run stores them in -- so
-        the stored data are exactly the data trained on. See :mod:`miniunlearn.data.arrays`.
-        """
-        from miniunlearn.data.arrays import dataset_from_arrays
-
-        return dataset_from_arrays(X, y, ids, X_test, y_test, standardize=standardize,
-                                   feature_names=feature_names, name=name)
-
     @property
     def n_train(self) -> int:
         return int(self.X_train.shape[0])
@@ -82,8 +68,6 @@ class Dataset:
     def fingerprint(self) -> str:
         """SHA-256 over the training rows' ids, labels and features (cached)."""
         if not self._fingerprint:
-            from miniunlearn.data.fingerprint import fingerprint_arrays
-
             self._fingerprint.append(fingerprint_arrays(self.X_train, self.y_train, self.n_classes))
         return self._fingerprint[0]
 
@@ -260,8 +244,6 @@ def check_finite(name: str, *arrays: np.ndarray) -> None:
 
 def as_labels(name: str, y: np.ndarray) -> tuple[np.ndarray, list]:
     """Map labels to class numbers 0..C-1 (sorted order); return them with the labels themselves."""
-    from miniunlearn.data.preprocessing import class_labels
-
     classes = class_labels(y, f"dataset {name!r}")
     if len(classes) < 2:
         raise DataError(f"dataset {name!r} has a single class; classification needs at least two")

@@ -27,9 +27,11 @@ import hashlib
 
 import numpy as np
 
+from miniunlearn.core.errors import DataError
 from miniunlearn.data.keys import canonical, normalize_keys
 
 SPLIT_RULES = ("key", "row")
+DEFAULT_TEST_SIZE = 0.2
 SPLIT_BLOCK = 1 << 16
 _PERSON = b"miniunlearn-test"  # BLAKE2b personalisation: this draw, not any other use of the seed
 
@@ -64,3 +66,19 @@ def held_out_keys(keys, test_size: float, seed: int, what: str = "keys") -> np.n
     chosen = np.fromiter((key_uniform(text, seed) < test_size for text in canonical(distinct)),
                          dtype=bool, count=len(distinct))
     return chosen[inverse]
+
+
+def split_rule(where: str, has_keys: bool, has_test_rows: bool, test_size: float | None, split: str | None) -> str:
+    """How a file's test rows are chosen: ``key`` or ``row`` (drawn), ``given`` (a test file or the
+    npz test arrays), ``none`` (``test_size=0``). ``split`` is the option: None for the default,
+    ``key`` when the data have keys."""
+    if has_test_rows and test_size is not None:
+        raise DataError(f"{where}: give test=FILE or test_size, not both")
+    if has_test_rows:
+        return "given"
+    if split == "key" and not has_keys:
+        raise DataError(f"{where}: split=key draws the held-out rows by key, but the data have no key "
+                        "column (id=COLUMN; npz: an ids array)")
+    if test_size is not None and float(test_size) == 0:
+        return "none"
+    return split or ("key" if has_keys else "row")
