@@ -83,6 +83,9 @@ def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, optio
 
     # Under torchrun every process runs this command; the gradient sums are split across them
     # and only rank 0 shows progress, writes files and reports (see miniunlearn.distributed).
+    # A compaction is one process's work: asked for explicitly, it is refused rather than skipped.
+    if compact in ("auto", "always"):
+        distributed.require_one_process(f"forget --compact {compact}")
     distributed.init_from_env()
     writer = distributed.is_writer()
     try:
@@ -124,6 +127,8 @@ def _print_result(p: dict) -> None:
     if "unchanged" in p:
         rows.append(("unchanged", p["unchanged"]))
     rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+    if p.get("compaction_skipped"):
+        rows.append(("not compacted", p["compaction_skipped"]))
     compaction = p.get("compaction")
     if compaction is not None:
         rows.append(("compacted", f"{compaction['reason']}: base {compaction['generation']} with "

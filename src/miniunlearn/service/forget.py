@@ -90,11 +90,18 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
         raise InputError("compaction works on the run's deletion ledger: give an output directory (out=...) "
                          "or compact='never'")
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
+        if policy != "never" and compact is not None:
+            raise InputError(f"compact={compact!r} compacts in one process; under torchrun forget with "
+                             "compact='never' and run `miniunlearn compact RUN` without torchrun afterwards")
         if not distributed.is_writer():
             return _follow_writer(run, algorithm, method, workers, progress)
         with distributed.leading():
-            return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                                ledger, release, named)
+            result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
+                                  ledger, release, named)
+        if policy != "never":  # the run's default policy: the request stands, the compaction waits
+            result.stats["compaction_skipped"] = (f"the run's compaction policy {policy!r} is not applied under "
+                                                  f"torchrun; run `miniunlearn compact {run.path}` in one process")
+        return result
     result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
                           release, named)
     reason = compaction_due(run, policy) if policy != "never" and not named.unchanged else None
