@@ -3,8 +3,18 @@ import os
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 os.environ.setdefault("MINIUNLEARN_NO_PROGRESS", "1")
+
+# Hypothesis profiles, chosen explicitly with --hypothesis-profile (the Makefile does): "ci" draws a
+# fixed sequence of examples for each test (derandomized), so a run is reproducible and a failure in
+# CI fails the same way on every machine; "dev" (the default) draws new examples on every run.
+_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile("dev", deadline=None, suppress_health_check=_HEALTH)
+settings.register_profile("ci", deadline=None, suppress_health_check=_HEALTH, derandomize=True, database=None,
+                          print_blob=True)
+settings.load_profile("dev")
 
 from miniunlearn.data import load_dataset  # noqa: E402  (after the environment is set)
 from miniunlearn.runs import train  # noqa: E402

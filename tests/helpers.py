@@ -104,6 +104,17 @@ def scipy_optimum(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float) -> np
     return w
 
 
+def documented_u(key: str, seed: int) -> float:
+    """u(key) of the held-out draw by key, as docs/own-data.md and data/split.py state it: BLAKE2b with an
+    8-byte digest of the key's text, keyed by the seed (8 bytes, little-endian), top 53 bits over 2^53.
+    A key is held out when u(key) < test_size."""
+    import hashlib
+
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=int(seed).to_bytes(8, "little"),
+                             person=b"miniunlearn-test").digest()
+    return (int.from_bytes(digest, "big") >> 11) / 2.0**53
+
+
 def write_idx(path, array: np.ndarray, gz: bool = True) -> None:
     """Write an idx file (big-endian header, uint8 data) the way the MNIST files are laid out."""
     import gzip

@@ -1,12 +1,22 @@
 """The ``miniunlearn`` command line (also ``python -m miniunlearn``).
 
-Every command exits 0 on success, 2 on a user error (bad input, missing or corrupted files)
-with a one-line message naming the problem, and 1 on an unexpected failure. ``--json`` prints
-machine-readable output on stdout; progress bars go to stderr.
+``--json`` prints machine-readable output on stdout; progress bars go to stderr. Every failure
+is one line on stderr (``error: ...``) naming the problem. This list is the one definition of the
+exit codes (``miniunlearn --help`` prints it; the README's quick start points here):
+
+EXIT CODES
+  0    done
+  1    unexpected failure (a bug, or the operating system refused: disk full, permissions)
+  2    bad input or files: an option out of range, a malformed or missing file, a run or
+       ledger that does not match, a command started under torchrun that runs in one process
+  3    a solver did not converge (e.g. forget --tol not reached within --max-passes); nothing
+       was recorded as a deletion
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
+import inspect
 import sys
 
 import click
@@ -37,12 +47,16 @@ def cli(no_progress: bool):
       miniunlearn train --dataset csv:path=own.csv,target=label,id=user_id --l2 1e-3 --out runs/own
       miniunlearn forget runs/own --keys users.txt --out runs/own-mini      # one user id per line
       miniunlearn predict runs/own-mini --data csv:path=new.csv,id=user_id --out preds.csv
-    """
+    """  # (the exit codes are appended from the module docstring below)
     if no_progress:
         from miniunlearn.core.progress import set_progress
 
         set_progress(False)
 
+
+# `miniunlearn --help` ends with the exit codes, as defined once in this module's docstring
+if __doc__:  # (python -OO drops docstrings)
+    cli.help = inspect.cleandoc(cli.help or "") + "\n\n\b\n" + __doc__[__doc__.index("EXIT CODES"):].rstrip()
 
 for _module in COMMAND_MODULES:
     _module.attach(cli)

@@ -139,7 +139,7 @@ def user_run(tmp_path_factory):
 
 def test_forget_by_keys_predict_and_the_forgotten_keys_through_the_cli(user_run, tmp_path, capsys):
     keys = tmp_path / "keys.txt"
-    keys.write_text("101\n 150 \n\n")
+    keys.write_text("102\n 150 \n\n")  # (both users trained on: held out by key are e.g. 101, 112)
     code, out, err = run_cli(capsys, "forget", user_run / "run", "--keys", keys, "--out", tmp_path / "m", "--json")
     assert code == 0, err
     assert json.loads(out)["ledger"]["kind"] == "deletion"
@@ -149,7 +149,7 @@ def test_forget_by_keys_predict_and_the_forgotten_keys_through_the_cli(user_run,
     assert code == 0 and "original model" in payload["warning"] and payload["rows"] == 7
     assert (tmp_path / "p.csv").read_text().splitlines()[0] == "uid,prediction"
     code, out, _ = run_cli(capsys, "ledger", user_run / "run", "--forgotten-keys", tmp_path / "k.txt", "--json")
-    assert sorted((tmp_path / "k.txt").read_text().split()) == ["101", "150"]
+    assert sorted((tmp_path / "k.txt").read_text().split()) == ["102", "150"]
     assert json.loads(out)["forgotten_keys"] == 2
 
 
@@ -180,3 +180,54 @@ def test_help_says_what_the_defaults_mean():
         done = subprocess.run([sys.executable, "-m", "miniunlearn", command, "--help"], capture_output=True,
                               text=True, check=True)
         assert phrase in " ".join(done.stdout.split()), (command, phrase)
+
+
+# ---------------------------------------------------------------------------------------------- one process
+@pytest.mark.parametrize("args", [
+    ["compact", "{tmp}/run"],
+    ["bench", "--out", "{tmp}/o"],
+    ["demo", "--out", "{tmp}/o"],
+    ["evaluate", "{tmp}/m", "--against", "{tmp}/r", "--run", "{tmp}/run"],
+    ["audit", "{tmp}/m", "--against", "{tmp}/r", "--run", "{tmp}/run"],
+    ["forget", "{tmp}/run", "--keys", "{tmp}/k.txt", "--out", "{tmp}/o", "--compact", "auto"],
+    ["train", "--dataset", SMALL, "--l2", "1e-2", "--out", "{tmp}/o"],
+])
+def test_commands_of_one_process_refuse_torchrun_in_one_line(tmp_path, capsys, monkeypatch, args):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torchrun sets in each of its processes
+    code, out, err = run_cli(capsys, *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2 and "runs in one process; start it without torchrun" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists() and out == ""
+
+
+def test_the_exit_codes_are_defined_once_and_cover_every_error():
+    import miniunlearn.cli as cli_module
+    from miniunlearn.core import errors
+
+    listed = {int(line.split()[0]) for line in cli_module.__doc__.split("EXIT CODES", 1)[1].splitlines()
+              if line.strip() and line.split()[0].isdigit()}
+    raised = {cls.exit_code for cls in vars(errors).values()
+              if isinstance(cls, type) and issubclass(cls, errors.MiniUnlearnError)}
+    assert raised <= listed and listed == {0, 1, 2, 3, 130}
+    help_text = subprocess.run([sys.executable, "-m", "miniunlearn", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    assert "EXIT CODES" in help_text and "130  interrupted" in help_text
+
+
+def test_demo_json_prints_only_json_and_the_certificate_bounds_the_true_distance(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from miniunlearn.experiments import bench
+
+    small = dataclasses.replace(bench.PRESETS["demo"], datasets=[SMALL], ratios=[0.1], population_attacks=False)
+    monkeypatch.setitem(bench.PRESETS, "demo", small)  # the demo's pipeline on a set of 200 rows
+    code, out, err = run_cli(capsys, "demo", "--out", tmp_path / "d", "--tol", "1e-4", "--json")
+    assert code == 0, err
+    payload = json.loads(out)
+    assert payload["report"].endswith("report.md") and (tmp_path / "d" / "report.md").is_file()
+    rows = {row["method"].split(":")[0]: row for row in payload["rows"]}
+    assert set(rows) == {"mini", "retrain"} and rows["mini"]["ratio"] == 0.1
+    # the certificate bounds the distance to the exact w_R, within --tol of the move; the retrained model
+    # measured here is itself within ||grad|| / l2 <= 1e-9 / 1e-3 of w_R (training's tolerance)
+    mini = rows["mini"]
+    assert mini["certified_relative"] <= 1e-4
+    assert mini["l2_to_retrain"] <= mini["certificate"] + 1e-9 / small.l2

@@ -31,10 +31,15 @@ from miniunlearn.service.ledger import LEDGER_FILE, Ledger
 from miniunlearn.service.requests import parse_ids, read_ids_file
 from tests.helpers import write_idx
 
-# Random examples locally; a fixed sequence in CI (CI=true), so a run there is reproducible.
-HYPOTHESIS = settings(deadline=None, derandomize=bool(os.environ.get("CI")),
-                      suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+# Random or fixed examples: the Hypothesis profile decides (tests/conftest.py; `make test` uses "ci").
+HYPOTHESIS = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 _unique = count()
+
+
+def test_the_hypothesis_profile_is_the_one_chosen(request):
+    """`make test` chooses "ci" (derandomized), `make test-fast` "dev": the settings here follow the choice."""
+    chosen = request.config.getoption("hypothesis_profile") or "dev"
+    assert settings.default.derandomize is HYPOTHESIS.derandomize is (chosen == "ci")
 
 
 def cli(*args) -> tuple[int, str, str]:

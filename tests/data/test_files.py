@@ -9,7 +9,7 @@ import pytest
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.data import load_dataset
-from miniunlearn.data.files import held_out_rows
+from miniunlearn.data.split import held_out_rows
 from miniunlearn.data.keys import canonical
 
 
@@ -47,7 +47,7 @@ def test_csv_rows_split_standardisation_and_labels_match_pandas(table):
     assert np.array_equal(np.asarray(ds.X_test), ((test_rows[features].to_numpy() - mean) / std).astype(np.float32))
     assert ds.preprocessing.classes == ("bird", "cat", "dog") and ds.preprocessing.feature_names == ("a", "b", "c")
     assert ds.preprocessing.decode(np.asarray(ds.y_train)).tolist() == train_rows.label.tolist()
-    assert ds.spec == f"csv:path={path.resolve()},target=label,id=row"
+    assert ds.spec == f"csv:path={path.resolve()},target=label,id=row,split=key"
 
 
 def test_without_an_id_column_keys_are_file_row_numbers(table):
@@ -132,7 +132,7 @@ def test_npz_both_layouts_bare_path_and_object_arrays_refused(tmp_path, rng):
     X, y = rng.normal(size=(80, 3)), rng.integers(0, 3, 80)
     np.savez(tmp_path / "xy.npz", X=X, y=y, ids=np.arange(100, 180))
     ds = load_dataset(str(tmp_path / "xy.npz"))
-    assert ds.spec == f"npz:path={(tmp_path / 'xy.npz').resolve()}"
+    assert ds.spec == f"npz:path={(tmp_path / 'xy.npz').resolve()},split=key"  # keys: held out by key
     assert sorted(np.concatenate([ds.keys, ds.test_keys]).tolist()) == list(range(100, 180))
     np.savez(tmp_path / "split.npz", X_train=X[:60], y_train=y[:60], X_test=X[60:], y_test=y[60:])
     split = load_dataset(f"npz:path={tmp_path / 'split.npz'},standardize=0")

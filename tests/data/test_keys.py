@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from miniunlearn.core.errors import DataError, InputError
-from miniunlearn.data.keys import canonical, normalize_keys, rows_with_keys
+from miniunlearn.data.keys import canonical, keys_without_training_rows, normalize_keys, rows_with_keys
 
 
 def test_keys_are_integers_only_when_written_as_integers():
@@ -31,3 +31,12 @@ def test_every_row_of_a_key_and_unknown_keys_listed_with_held_out_ones_named():
     assert rows_with_keys(numbers, ["12", "10"]).tolist() == [0, 2]
     with pytest.raises(InputError, match="'abc'"):
         rows_with_keys(numbers, ["abc"])
+
+
+def test_keys_with_held_out_rows_only_are_told_apart_from_unknown_and_trained_ones():
+    train, test = normalize_keys([10, 11, 12, 11]), normalize_keys([13, 14, 12])
+    # 12 has rows on both sides (a per-row split): it was trained on; 99 and "x" name no row at all
+    assert keys_without_training_rows(train, ["14", "12", "99", "x", "13", "14"], test) == ["14", "13"]
+    assert keys_without_training_rows(train, ["13"], None) == []
+    text = normalize_keys(["a", "b"])
+    assert keys_without_training_rows(text, ["c", "a", "17"], normalize_keys(["c", "17"])) == ["c", "17"]

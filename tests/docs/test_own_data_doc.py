@@ -4,6 +4,7 @@ start-up per command), every other shell line (the data set-up, printf, cat, hea
 
 import contextlib
 import io
+import json
 import os
 import re
 import shlex
@@ -82,7 +83,9 @@ def test_the_walk_through_runs_and_does_what_it_says(tmp_path, monkeypatch):
     assert list(predictions.user_id) == [2001, 2002, 2003] and set(predictions.prediction) <= {"churned", "stayed"}
     assert ((predictions.churned + predictions.stayed) - 1).abs().max() < 1e-12
     assert "relative residual" in text and "alternative" in text  # evaluate's table; retrain of the union
-    assert "7 of 796" in text  # the doc's count of forgotten training rows
+    assert "10 of 840" in text  # the doc's count of forgotten training rows (the two users: all training rows)
+    assert json.loads((work / "runs" / "customers-mini" / "result.json").read_text())[
+        "keys_without_training_rows"] == ["1004"]
     customers = pd.read_csv(work / "customers.csv")
     assert (customers.user_id.isin([1017, 1042])).sum() == 10  # five rows each, whichever were held out
     assert (work / "runs" / "customers-sk" / "run.json").is_file()

@@ -6,6 +6,8 @@ raw values, standardised on their own), or the retrain method on a fresh run tra
 edited file.
 """
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,7 +21,7 @@ from miniunlearn.runs import HISTORY_FILE, MODEL_FILE, RESULT_JSON, load_model, 
 from miniunlearn.service import forget
 from miniunlearn.service.compact import AUTO_SHARE, compact, compaction_due, set_policy
 from miniunlearn.service.ledger import Ledger
-from tests.helpers import fresh_run, run_cli
+from tests.helpers import documented_u, fresh_run, run_cli, scipy_optimum
 
 
 def raw_parameters(path) -> np.ndarray:
@@ -184,3 +186,72 @@ def test_purge_the_rows_from_the_file_after_compacting(tmp_path, capsys):
                                                                                           index=False)
     with pytest.raises(DataError, match="never had"):
         forget(open_run(run.path), keys=["150"], out=tmp_path / "uc")
+
+
+def test_a_keyed_file_with_the_default_split_survives_compact_purge_forget(tmp_path, capsys):
+    """The default held-out draw of a keyed file is by key: purging forgotten users' rows from the file
+    moves no other row across the split, so the purge needs no test file of its own."""
+    frame = _customers()
+    path = tmp_path / "data.csv"
+    frame.to_csv(path, index=False)
+    spec = f"csv:path={path},target=label,id=user"  # default test_size (0.2), default split
+    run = train(load_dataset(spec), 1e-2, tmp_path / "run")
+    trained_on, held_out = sorted(set(run.keys().tolist())), sorted(set(run.dataset.test_keys.tolist()))
+    assert held_out == [u for u in sorted(frame.user.unique()) if documented_u(str(u), 0) < 0.2]
+    first, second = trained_on[:2], trained_on[10:12]
+    (tmp_path / "a.txt").write_text("".join(f"{k}\n" for k in [*first, held_out[0]]))  # one never trained on
+    code, out, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "a.txt", "--out", tmp_path / "ua",
+                             "--json")
+    assert code == 0, err
+    assert json.loads(out)["keys_without_training_rows"] == [str(held_out[0])]
+
+    leaving = frame.user.isin([*first, held_out[0]])
+    frame[~leaving].to_csv(path, index=False)  # too early: the base still needs the forgotten rows
+    with pytest.raises(MissingRowsError, match=f"lacks {int(frame.user.isin(first).sum())} of the"):
+        forget(open_run(run.path), keys=[str(second[0])], out=tmp_path / "ub")
+    frame.to_csv(path, index=False)
+    code, _, err = run_cli(capsys, "compact", run.path)
+    assert code == 0, err
+    frame[~leaving].to_csv(path, index=False)  # the purge: every row of the three users leaves the file
+    (tmp_path / "b.txt").write_text("".join(f"{k}\n" for k in second))
+    code, _, err = run_cli(capsys, "forget", run.path, "--keys", tmp_path / "b.txt", "--out", tmp_path / "ub",
+                           "--tol", "1e-9")
+    assert code == 0, err
+    served = raw_parameters(tmp_path / "ub")
+
+    # `retrain` on a run trained afresh on the final file (default split again)
+    fresh = train(load_dataset(spec), 1e-2, tmp_path / "fresh")
+    code, _, err = run_cli(capsys, "retrain", fresh.path, "--keys", tmp_path / "b.txt", "--out", tmp_path / "rb")
+    assert code == 0, err
+    retrained = raw_parameters(tmp_path / "rb")
+    assert np.linalg.norm(served - retrained) <= 1e-6 * np.linalg.norm(retrained)
+
+    # an independent optimum: the final file's rows, held out by the documented hash, standardised on
+    # the kept training rows (float32, as stored), minus the second users, solved by scipy
+    final = frame[~leaving]
+    kept = final[[documented_u(str(u), 0) >= 0.2 for u in final.user]]
+    X = kept[["x1", "x2"]].to_numpy(float)
+    mean, scale = X.mean(axis=0), X.std(axis=0)
+    Z = ((X - mean) / scale).astype(np.float32).astype(np.float64)
+    stay = ~kept.user.isin(second).to_numpy()
+    w = scipy_optimum(Z[stay], (kept.label.to_numpy()[stay] == "yes").astype(int), 2, 1e-2).reshape(2, 3)
+    reference = np.concatenate([(w[:, :2] / scale).ravel(), w[:, 2] - (w[:, :2] / scale) @ mean])
+    assert np.linalg.norm(served - reference) <= 1e-6 * np.linalg.norm(reference)
+    print(f"keyed purge: |served - retrain| / |retrain| = "
+          f"{np.linalg.norm(served - retrained) / np.linalg.norm(retrained):.2e}, "
+          f"|served - scipy| / |scipy| = {np.linalg.norm(served - reference) / np.linalg.norm(reference):.2e}")
+
+
+def test_a_run_trained_before_the_key_split_keeps_its_per_row_split(tmp_path):
+    """A run.json without a split rule was trained with the per-row draw; its data still load that way."""
+    frame = _customers()
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    run = train(load_dataset(f"csv:path={tmp_path / 'data.csv'},target=label,id=user,split=row"), 1e-2,
+                tmp_path / "run")
+    meta = read_json(run.path / "run.json", "run.json")
+    meta["dataset"]["spec"] = meta["dataset"]["spec"].replace(",split=row", "")  # as written before the key rule
+    del meta["dataset"]["split"]
+    (run.path / "run.json").write_text(json.dumps(meta))
+    assert load_dataset(meta["dataset"]["spec"]).fingerprint() != run.fingerprint  # the new default differs
+    result = forget(open_run(run.path), keys=[str(run.keys()[0])], out=tmp_path / "u")
+    assert result.stats["n_forget"] == int((run.keys() == run.keys()[0]).sum())

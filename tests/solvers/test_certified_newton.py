@@ -44,6 +44,7 @@ def _instance(rng, pool):
     return X, y.astype(np.int64), len(labels), l2, keep
 
 
+@pytest.mark.slow  # 1,000 instances, each solved three times (scipy twice, the certified solver once)
 def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
     rng = np.random.default_rng(2026)
     checked, violations, ratios, worst = 0, 0, [], 0.0

@@ -37,9 +37,11 @@ def attach(cli) -> None:
         """
         import dataclasses
 
+        from miniunlearn.distributed import require_one_process
         from miniunlearn.experiments.bench import PRESETS, run_bench
         from miniunlearn.experiments.report import write_report
 
+        require_one_process("bench")
         config = dataclasses.replace(PRESETS[preset])
         if datasets:
             config.datasets = _split(datasets, str)
@@ -70,7 +72,8 @@ def attach(cli) -> None:
     @click.option("--tol", type=click.FloatRange(1e-12, 1, min_open=False), default=1e-3, show_default=True,
                   help="Mini-Unlearning refines until its certified distance to the retrained model is at most "
                        "TOL x ||w - w_T||.")
-    def demo(out, tol):
+    @JSON_OPTION
+    def demo(out, tol, as_json):
         """Forget 1, 10 and 50 % of a 60,000-row training set, certified, and compare with retraining.
 
         Trains multinomial logistic regression on a seeded synthetic set (40 features, 10 classes; retraining
@@ -78,16 +81,25 @@ def attach(cli) -> None:
         retraining from scratch. The table shows the certificate -- a proved bound on how far the
         unlearned model is from the retrained one -- beside the true distance, the accuracy, the time
         and what a loss-based membership attack sees. Other methods: miniunlearn bench.
+        With --json: {"out", "report", "rows"} on stdout, one row per share and method as in results.json.
         """
         import dataclasses
 
+        from miniunlearn.distributed import require_one_process
         from miniunlearn.experiments.bench import PRESETS, run_bench
         from miniunlearn.experiments.report import summarize, write_report
 
+        require_one_process("demo")
         config = dataclasses.replace(PRESETS["demo"])
         config.methods = [f"mini:tol={tol:g}" if m == "mini" else m for m in config.methods]
-        rows = run_bench(config, out, log=lambda msg: click.echo(msg, err=True))
+        log = (lambda *_: None) if as_json else (lambda msg: click.echo(msg, err=True))
+        rows = run_bench(config, out, log=log)
         report = write_report(rows, out, "miniunlearn demo", f"miniunlearn demo --tol {tol:g} --out {out}")
+        if as_json:
+            from miniunlearn.core.storage import to_json
+
+            click.echo(to_json({"out": str(out), "report": str(report), "rows": rows}))
+            return
         _print_demo(summarize(rows), rows)
         click.echo(f"\nfull report: {report}")
 

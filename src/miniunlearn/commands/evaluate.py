@@ -182,8 +182,10 @@ def attach(cli) -> None:
         forgotten rows are every row forgotten so far (the run's deletion ledger).
         """
         from miniunlearn.experiments.audit import evaluate as evaluate_request
+        from miniunlearn.distributed import require_one_process
         from miniunlearn.experiments.audit import load_request
 
+        require_one_process("evaluate")
         request = load_request(run_dir, ids_file, model_dirs, retrained_dir)
         emit(evaluate_request(request), as_json, _print_evaluation)
 
@@ -241,8 +243,11 @@ def attach(cli) -> None:
         from miniunlearn.core.storage import atomic_write_json
         from miniunlearn.core.text import parse_key_values
         from miniunlearn.experiments.audit import audit as audit_request
+        from miniunlearn.distributed import require_one_process
+        from miniunlearn.experiments.audit import audit as audit_request
         from miniunlearn.experiments.audit import load_request
 
+        require_one_process("audit")
         options = parse_key_values(settings, "--set")
         if options and not shadow_method:
             raise InputError("--set gives options of --shadow-method; name the method too")

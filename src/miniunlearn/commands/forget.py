@@ -63,8 +63,8 @@ def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity,
     if like_dir is not None:
         if sensitivity is not None:
             raise InputError("--like takes the sensitivity of the release it names; drop --sensitivity")
-        rows, _ = request_rows(run, request.get("forget_ids"), request.get("keys"))
-        return release_like(like_dir, np.unique(rows), epsilon, delta)
+        named = request_rows(run, request.get("forget_ids"), request.get("keys"))
+        return release_like(like_dir, np.unique(named.rows), epsilon, delta)
     if epsilon is None and delta is None:
         if sensitivity is not None:
             raise InputError("--sensitivity belongs to a certified release: give --epsilon and --delta too")
@@ -83,6 +83,9 @@ def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, optio
 
     # Under torchrun every process runs this command; the gradient sums are split across them
     # and only rank 0 shows progress, writes files and reports (see miniunlearn.distributed).
+    # A compaction is one process's work: asked for explicitly, it is refused rather than skipped.
+    if compact in ("auto", "always"):
+        distributed.require_one_process(f"forget --compact {compact}")
     distributed.init_from_env()
     writer = distributed.is_writer()
     try:
@@ -117,7 +120,15 @@ def _print_result(p: dict) -> None:
         r = p["release"]
         rows.append(("certified release", (f"({r['epsilon']:g}, {r['delta']:g}): sigma {r['sigma']:.4g} on "
                                            f"sensitivity {r['sensitivity']:.4g} ({r['mechanism']})")))
+    held = p.get("keys_without_training_rows") or []
+    if held:
+        shown = ", ".join(repr(k) for k in held[:5]) + (", ..." if len(held) > 5 else "")
+        rows.append(("held-out keys", f"{len(held)} key(s) with only held-out test rows, never trained on: {shown}"))
+    if "unchanged" in p:
+        rows.append(("unchanged", p["unchanged"]))
     rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+    if p.get("compaction_skipped"):
+        rows.append(("not compacted", p["compaction_skipped"]))
     compaction = p.get("compaction")
     if compaction is not None:
         rows.append(("compacted", f"{compaction['reason']}: base {compaction['generation']} with "

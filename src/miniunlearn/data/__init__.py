@@ -4,20 +4,37 @@
 lists what is registered. Every loader is deterministic: the same spec gives the same
 rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field (a
 :class:`Preprocessing`). A user's own files are the formats ``csv``, ``parquet``, ``npz`` and
-``svmlight`` (:mod:`miniunlearn.data.files`); data in memory is ``Dataset.from_arrays``.
+``svmlight`` (:mod:`miniunlearn.data.readers`, registered by :mod:`miniunlearn.data.files`); data
+in memory is :func:`from_arrays` (also ``Dataset.from_arrays``).
+
+Modules, each one job: ``base`` (the Dataset, specs, the loader registry), ``arrays`` (data in
+memory), ``features`` (numeric columns, checked), ``readers`` (the file formats), ``split`` (the
+held-out draw), ``scan`` (pass one over a file), ``files`` (file datasets: scan + cache),
+``memmap_cache`` (the float32 memory-map cache), ``builtin``, ``idx``, ``large_sets`` (the
+registered sets), ``keys``, ``preprocessing``, ``fingerprint``.
 """
 
 import numpy as np
 
 from miniunlearn.core.storage import atomic_write
-from miniunlearn.data import builtin, files, idx, tabular  # noqa: F401  (registers the loaders)
-from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset
+from miniunlearn.data import builtin, files, idx, large_sets  # noqa: F401  (registers the loaders)
+from miniunlearn.data.arrays import from_arrays
+from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset, recorded_spec
+from miniunlearn.data.features import numeric_features
+from miniunlearn.data.files import raw_reader
 from miniunlearn.data.fingerprint import fingerprint_arrays
 from miniunlearn.data.idx import read_idx
+from miniunlearn.data.memmap_cache import build_memmap_dataset, cache_dir
 from miniunlearn.data.preprocessing import Preprocessing
+from miniunlearn.data.readers import FORMATS, Reader
+
+# ``Dataset.from_arrays(...)`` stays the documented spelling; bound here, where both modules are
+# loaded, so that base.py (the Dataset) need not import arrays.py (which builds one)
+Dataset.from_arrays = staticmethod(from_arrays)
 
 __all__ = ["Dataset", "Preprocessing", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",
-           "read_idx", "export_dataset"]
+           "read_idx", "export_dataset", "from_arrays", "numeric_features", "raw_reader", "recorded_spec",
+           "build_memmap_dataset", "cache_dir", "FORMATS", "Reader"]
 
 
 def export_dataset(dataset: Dataset, out: str) -> None:

@@ -1,4 +1,5 @@
-"""Datasets from data in memory: numpy arrays, pandas DataFrames and Series (``Dataset.from_arrays``).
+"""Datasets from data in memory: numpy arrays, pandas DataFrames and Series (:func:`from_arrays`,
+also reachable as ``Dataset.from_arrays``).
 
 Such a dataset has no spec that could load it again, so a run trained on it stores its data
 (:func:`miniunlearn.runs.train`) as float32. The features are therefore rounded to float32 here,
@@ -12,7 +13,7 @@ import numpy as np
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.data.base import Dataset
-from miniunlearn.data.files import numeric_features
+from miniunlearn.data.features import numeric_features
 from miniunlearn.data.keys import normalize_keys
 from miniunlearn.data.preprocessing import Preprocessing, class_labels
 
@@ -67,9 +68,16 @@ def float32_exact(X: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(X, dtype=np.float32).astype(np.float64)
 
 
-def dataset_from_arrays(X, y, ids=None, X_test=None, y_test=None, *, standardize: bool = True,
-                        feature_names=None, name: str = "arrays") -> Dataset:
-    """See :meth:`miniunlearn.data.Dataset.from_arrays`."""
+def from_arrays(X, y, ids=None, X_test=None, y_test=None, *, standardize: bool = True,
+                feature_names=None, name: str = "arrays") -> Dataset:
+    """A dataset from in-memory data: numpy arrays or pandas DataFrames / Series.
+
+    ``y`` holds labels of any kind JSON can store (integers, numbers, strings, booleans); they
+    become the run's classes. ``ids`` are the rows' keys (default: row numbers). Without
+    ``X_test`` there are no test rows. Features are standardised on ``X`` when ``standardize``,
+    then rounded to float32 -- the precision a run stores them in -- so the stored data are
+    exactly the data trained on (see the module docstring).
+    """
     X_raw, names = features_of(X, "training features", feature_names)
     if X_raw.shape[0] == 0:
         raise DataError("training features: no rows")
@@ -97,4 +105,5 @@ def dataset_from_arrays(X, y, ids=None, X_test=None, y_test=None, *, standardize
                                "the test arrays given" if X_test is not None else "no test rows")
     return Dataset(name, name, float32_exact(record.transform(X_raw)), record.encode(labels, "training labels"),
                    float32_exact(record.transform(Xt_raw)), record.encode(test_labels, "test labels"),
-                   record.n_classes, record, f"in-memory data ({X_raw.shape[0]} x {X_raw.shape[1]})", keys=keys)
+                   record.n_classes, record, f"in-memory data ({X_raw.shape[0]} x {X_raw.shape[1]})", keys=keys,
+                   split_rule="given")

@@ -11,12 +11,14 @@ import numpy as np
 from miniunlearn.core.errors import DataError, InputError
 from miniunlearn.core.params import Param, validate_params
 from miniunlearn.core.text import parse_spec
-from miniunlearn.data.preprocessing import Preprocessing
+from miniunlearn.data.fingerprint import fingerprint_arrays
+from miniunlearn.data.preprocessing import Preprocessing, class_labels
 
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
-    """A train/test split exactly as training sees it.
+    """A train/test split exactly as training sees it (``Dataset.from_arrays``: data in memory,
+    :func:`miniunlearn.data.arrays.from_arrays`).
 
     Features are preprocessed (see ``preprocessing``, a
     :class:`~miniunlearn.data.preprocessing.Preprocessing` record that also holds the class
@@ -28,6 +30,11 @@ class Dataset:
     numbers 0..n_train-1), ``test_keys`` the test rows'. ``reloadable`` is True when
     ``load_dataset(spec)`` gives these rows back (every registered loader); otherwise a run
     trained on the data stores it (:func:`miniunlearn.runs.train`).
+
+    ``split_rule`` names how the test rows were chosen, and run.json records it: ``key`` or ``row``
+    (a data file's held-out draw, :mod:`miniunlearn.data.split`), ``given`` (test rows of their
+    own: a test file, test arrays, or none given), ``none`` (``test_size=0``) or ``loader`` (a
+    built-in set's fixed split).
     """
 
     name: str
@@ -43,23 +50,8 @@ class Dataset:
     keys: np.ndarray | None = None
     test_keys: np.ndarray | None = None
     reloadable: bool = False
+    split_rule: str = "loader"
     _fingerprint: list = field(default_factory=list, repr=False)
-
-    @classmethod
-    def from_arrays(cls, X, y, ids=None, X_test=None, y_test=None, *, standardize: bool = True,
-                    feature_names=None, name: str = "arrays") -> "Dataset":
-        """A dataset from in-memory data: numpy arrays or pandas DataFrames / Series.
-
-        ``y`` holds labels of any kind JSON can store (integers, numbers, strings, booleans);
-        they become the run's classes. ``ids`` are the rows' keys (default: row numbers). Without
-        ``X_test`` there are no test rows. Features are standardised on ``X`` when
-        ``standardize``, then rounded to float32 -- the precision a run stores them in -- so
-        the stored data are exactly the data trained on. See :mod:`miniunlearn.data.arrays`.
-        """
-        from miniunlearn.data.arrays import dataset_from_arrays
-
-        return dataset_from_arrays(X, y, ids, X_test, y_test, standardize=standardize,
-                                   feature_names=feature_names, name=name)
 
     @property
     def n_train(self) -> int:
@@ -76,8 +68,6 @@ class Dataset:
     def fingerprint(self) -> str:
         """SHA-256 over the training rows' ids, labels and features (cached)."""
         if not self._fingerprint:
-            from miniunlearn.data.fingerprint import fingerprint_arrays
-
             self._fingerprint.append(fingerprint_arrays(self.X_train, self.y_train, self.n_classes))
         return self._fingerprint[0]
 
@@ -91,6 +81,7 @@ class Dataset:
             "n_classes": self.n_classes,
             "synthetic": self.synthetic,
             "source": self.source,
+            "split": self.split_rule,
             "preprocessing": self.preprocessing.to_json(),
             "fingerprint": self.fingerprint(),
         }
@@ -178,6 +169,25 @@ def load_dataset(spec: str, statistics: Preprocessing | None = None) -> Dataset:
     return dataset
 
 
+def recorded_spec(record: dict) -> str:
+    """The spec that loads a run's data again with the held-out draw the run was trained with.
+
+    ``record`` is run.json's ``dataset`` section. Runs record their split rule (``"split"``) since
+    data files with keys are split by key; a record without it comes from a run trained with the
+    row rule, so a data file's spec then asks for that rule (``split=row``) explicitly.
+    """
+    spec = record["spec"]
+    if "split" in record:
+        return spec
+    try:
+        info, values = parse_dataset_spec(spec)
+    except DataError:
+        return spec  # (loading it reports the problem)
+    if "split" not in info.parameters or values.get("split") is not None or values.get("test") is not None:
+        return spec
+    return f"{spec},split=row"
+
+
 def is_file_format(spec: str) -> bool:
     """True when ``spec`` names a data file (csv, parquet, npz, svmlight), which a user may edit."""
     info, _ = parse_dataset_spec(spec)
@@ -234,8 +244,6 @@ def check_finite(name: str, *arrays: np.ndarray) -> None:
 
 def as_labels(name: str, y: np.ndarray) -> tuple[np.ndarray, list]:
     """Map labels to class numbers 0..C-1 (sorted order); return them with the labels themselves."""
-    from miniunlearn.data.preprocessing import class_labels
-
     classes = class_labels(y, f"dataset {name!r}")
     if len(classes) < 2:
         raise DataError(f"dataset {name!r} has a single class; classification needs at least two")

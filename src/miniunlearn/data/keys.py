@@ -102,3 +102,18 @@ def rows_with_keys(train_keys: np.ndarray, requested: list[str], test_keys: np.n
         shown = ", ".join(repr(k) for k in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
         raise InputError(f"{source}: {len(unknown)} of {len(unique_texts)} key(s) name no training row: {shown}{note}")
     return np.flatnonzero(np.isin(train_keys, wanted))
+
+
+def keys_without_training_rows(train_keys: np.ndarray, requested: list[str], test_keys: np.ndarray | None) -> list[str]:
+    """The requested keys (canonical text, in the order asked, once each) that name held-out test rows
+    but no training row: people the model never trained on, whom a deletion request may still name."""
+    if test_keys is None or not len(test_keys) or not requested:
+        return []
+    texts = list(dict.fromkeys(requested))
+    in_test, impossible = parse_requested(texts, test_keys)
+    held = set(canonical(in_test[np.isin(in_test, test_keys)])) - set(impossible)
+    if not held:
+        return []
+    as_train, _ = parse_requested(sorted(held), train_keys)
+    held -= set(canonical(as_train[np.isin(as_train, train_keys)]))
+    return [t for t in texts if t in held]

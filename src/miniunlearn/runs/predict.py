@@ -20,8 +20,7 @@ import torch
 from miniunlearn.core.errors import DataError
 from miniunlearn.core.progress import progress_bar
 from miniunlearn.core.storage import atomic_path
-from miniunlearn.data import Preprocessing, load_dataset
-from miniunlearn.data.files import Reader, raw_reader
+from miniunlearn.data import Preprocessing, Reader, load_dataset, raw_reader
 from miniunlearn.data.keys import canonical, normalize_keys
 from miniunlearn.models.logistic import LogisticRegression
 from miniunlearn.runs.model_file import load_model, load_preprocessing

@@ -17,6 +17,7 @@ import torch
 from miniunlearn.core.errors import DataError, InputError, RunError
 from miniunlearn.core.storage import read_json
 from miniunlearn.data import Preprocessing, load_dataset
+from miniunlearn.data.base import recorded_spec
 from miniunlearn.data import keys as keys_module
 from miniunlearn.data.base import is_file_format, parse_dataset_spec, restandardized
 from miniunlearn.history import DeltaGradHistory, MiniHistory
@@ -82,7 +83,8 @@ class Run:
 
     @property
     def spec(self) -> str:
-        return self.meta["dataset"]["spec"]
+        """The dataset spec that reloads the run's data, held-out draw included (:func:`~miniunlearn.data.base.recorded_spec`)."""
+        return recorded_spec(self.meta["dataset"])
 
     @property
     def generation(self) -> int:
@@ -265,11 +267,13 @@ def _positional_split_note(spec: str) -> str:
         info, values = parse_dataset_spec(spec)
     except DataError:
         return ""
-    if not info.suffixes or values.get("test") is not None or values.get("test_size") == 0:
+    if not info.suffixes or values.get("test") is not None or values.get("test_size") == 0 \
+            or values.get("split") == "key":
         return ""
     return (f". If rows were deleted from {values.get('path')}: its held-out test rows are drawn by row position "
-            "(test_size), so deleting rows moves others between the training and test rows; data whose rows "
-            "will be deleted needs test=FILE or test_size=0")
+            "(split=row), so deleting rows moves others between the training and test rows; data whose rows "
+            "will be deleted needs keys (id=COLUMN: the held-out rows are then drawn by key), test=FILE or "
+            "test_size=0")
 
 
 def _original_run(result_dir: Path) -> str:

@@ -24,9 +24,9 @@ from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
 from miniunlearn.service import handoff
-from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
+from miniunlearn.service.ledger import FORGETTING_KINDS, Ledger, Plan, canonical_options, ids_sha256, request_lock
 from miniunlearn.service.release import check_release, ledger_options, method_options, publish
-from miniunlearn.service.requests import request_rows, validate_forget_ids
+from miniunlearn.service.requests import Named, request_rows, validate_forget_ids
 
 __all__ = ["forget", "LedgerWarning"]
 
@@ -64,7 +64,10 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
 
     ``stats`` report ``n_forget`` (every row the model has forgotten since the run's base),
     ``n_forget_request`` (this request's own rows) and ``n_forgotten_before``; with the ledger
-    also ``ledger``.
+    also ``ledger``. A request by key also reports ``keys_without_training_rows``: keys whose rows
+    were all held out for testing -- accepted, since the model never trained on them, and
+    nothing is unlearned for them. When every key is such a key the request changes no model: it is
+    served (and recorded as a deletion of zero rows) with the current model, see :func:`_unchanged`.
     """
     from miniunlearn.service.compact import check_policy, compaction_due, run_policy
     from miniunlearn.service.compact import compact as compact_run
@@ -73,8 +76,8 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
         run = Run(run)
     if int(workers) < 1:
         raise InputError(f"workers must be at least 1, got {workers}")
-    rows, requested_by = request_rows(run, forget_ids, keys)
-    ids = validate_forget_ids(rows, run.n_train)
+    named = request_rows(run, forget_ids, keys)
+    ids = named.rows if named.unchanged else validate_forget_ids(named.rows, run.n_train)
     algorithm = make_method(method, **options)
     algorithm.check_run(run)
     check_release(method, release)
@@ -87,14 +90,21 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
         raise InputError("compaction works on the run's deletion ledger: give an output directory (out=...) "
                          "or compact='never'")
     if distributed.active():  # started by torchrun: rank 0 owns the ledger and the files, the others compute
+        if policy != "never" and compact is not None:
+            raise InputError(f"compact={compact!r} compacts in one process; under torchrun forget with "
+                             "compact='never' and run `miniunlearn compact RUN` without torchrun afterwards")
         if not distributed.is_writer():
             return _follow_writer(run, algorithm, method, workers, progress)
         with handoff.leading():
-            return _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                                ledger, release, requested_by)
+            result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
+                                  ledger, release, named)
+        if policy != "never":  # the run's default policy: the request stands, the compaction waits
+            result.stats["compaction_skipped"] = (f"the run's compaction policy {policy!r} is not applied under "
+                                                  f"torchrun; run `miniunlearn compact {run.path}` in one process")
+        return result
     result = _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten, ledger,
-                          release, requested_by)
-    reason = compaction_due(run, policy) if policy != "never" else None
+                          release, named)
+    reason = compaction_due(run, policy) if policy != "never" and not named.unchanged else None
     if reason is not None:
         result.stats["compaction"] = {"reason": reason, **compact_run(run, progress, publish_to=out)}
         result.theta = run.theta()  # the new base's model: the exact optimum on the kept rows
@@ -115,19 +125,28 @@ def _follow_writer(run, algorithm, method: str, workers: int, progress) -> Unlea
 
 
 def _forget_here(run, ids, algorithm, method, out, workers, overwrite, progress, already_forgotten,
-                 ledger, release, requested_by="rows") -> UnlearnResult:
+                 ledger, release, named: Named) -> UnlearnResult:
     """:func:`forget` after validation, in the process that writes (the only one, or rank 0)."""
 
     if _records_to_ledger(ledger, out, already_forgotten):
         return _forget_recorded(run, ids, algorithm, method, Path(out), workers, overwrite, progress, release,
-                                requested_by)
+                                named)
 
     previous = _previous_rows(already_forgotten, run.n_train)
-    ids = validate_forget_ids(ids, run.n_train, previous)
+    if not named.unchanged:
+        ids = validate_forget_ids(ids, run.n_train, previous)
     _ = run.dataset  # load and fingerprint-check the data before anything is written or timed
     if out is not None:
         out = _prepare_out(run, out, overwrite)
-    result = publish(run, _compute(run, algorithm, method, ids, np.union1d(previous, ids), workers, progress), release)
+    if named.unchanged and previous.size == 0:  # nothing forgotten at all: the run's own model
+        result = _unchanged_result(run, run.theta(), method, algorithm, previous, named, "the run's base model")
+    elif named.unchanged:
+        result = _compute(run, algorithm, method, ids, previous, workers, progress)
+        result.stats.update(named.stats(), unchanged=_UNCHANGED)
+    else:
+        result = publish(run, _compute(run, algorithm, method, ids, np.union1d(previous, ids), workers, progress),
+                         release)
+        result.stats.update(named.stats())
     if out is not None:
         digest = _save_model(run, out, result)
         _write_result_json(run, out, result, ids, np.union1d(previous, ids), digest, None)
@@ -223,7 +242,7 @@ def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, m
 
 
 def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, overwrite: bool,
-                     progress, release, requested_by: str = "rows") -> UnlearnResult:
+                     progress, release, named: Named) -> UnlearnResult:
     """:func:`forget` with the deletion ledger (see :mod:`miniunlearn.service.ledger` for the semantics)."""
 
 
@@ -237,10 +256,10 @@ def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, 
                            "numbered anew. Ask again (requests by key need no change)")
         with Ledger.open(run, create=True) as book:
             return _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release,
-                                  requested_by, options_json)
+                                  named, options_json)
 
 
-def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release, requested_by,
+def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release, named,
                    options_json) -> UnlearnResult:
     """:func:`_forget_recorded` while holding the request lock, with the ledger open."""
     from miniunlearn.service.compact import purge_previous
@@ -248,9 +267,11 @@ def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, p
     book.abandon_stale()
     book.resolve_compactions()
     purge_previous(run, book)
-    plan = book.plan(ids, method, options_json, requested_by)
+    if named.unchanged:
+        return _unchanged(run, book, algorithm, method, options_json, out, overwrite, named)
+    plan = book.plan(ids, method, options_json, named.by)
     if plan.kind == "repeat":
-        return _repeat(run, book, plan, method, options_json, out, overwrite)
+        return _repeat(run, book, plan, method, options_json, out, overwrite, named)
     if plan.cumulative.size >= run.n_train:
         raise InputError(f"forget request: with the {plan.forgotten_before} rows forgotten before, these "
                          f"{ids.size} rows would remove every training row ({run.n_train}); at least one must remain")
@@ -260,6 +281,7 @@ def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, p
     request_id = book.begin(plan, method, options_json, out)
     try:
         result = publish(run, _compute(run, algorithm, method, ids, plan.cumulative, workers, progress), release)
+        result.stats.update(named.stats())
         result.stats["ledger"] = _ledger_stats(book, request_id, plan)
         digest = _save_model(run, out, result)
         if plan.kind == "recompute":
@@ -301,7 +323,7 @@ def _ledger_stats(book, request_id: int, plan) -> dict:
 _WORK_STATS = ("time_s", "cpu_time_s", "peak_rss_bytes", "passes_forget", "passes_retained", "history_bytes_read")
 
 
-def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool) -> UnlearnResult:
+def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool, named: Named) -> UnlearnResult:
     """Serve an identical repeat from the recorded model: no recomputation, byte-identical file."""
 
 
@@ -314,7 +336,7 @@ def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrit
     recorded = source.stats
     stats = {**recorded, "original": {k: recorded[k] for k in _WORK_STATS if k in recorded},
              "time_s": time.perf_counter() - start, "cpu_time_s": 0.0, "passes_forget": 0.0,
-             "passes_retained": 0.0, "history_bytes_read": 0}
+             "passes_retained": 0.0, "history_bytes_read": 0, **named.stats()}
     stats.pop("ledger", None)
     request_id = book.record_done(plan, method, options_json, out, source.model_sha256, source.model_bytes, stats)
     stats["ledger"] = _ledger_stats(book, request_id, plan)
@@ -322,3 +344,64 @@ def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrit
     if not same_out or not (out / RESULT_JSON).exists():
         _write_result_json(run, out, result, plan.ids, plan.cumulative, source.model_sha256, request_id)
     return result
+
+
+# ---------------------------------------------------------------------------------------------- unchanged
+_UNCHANGED = ("every key named has only held-out test rows, which the model never trained on: nothing was "
+              "unlearned and the model is unchanged")
+
+
+def _unchanged_result(run, theta, method: str, algorithm, cumulative: np.ndarray, named: Named, source: str,
+                      carried: dict | None = None) -> UnlearnResult:
+    """The result of a request that changes no model: ``theta`` (the current model, from ``source``)."""
+    stats = {"n_train": run.n_train, "n_forget": int(len(cumulative)), "n_forget_request": 0,
+             "n_forgotten_before": int(len(cumulative)), "ratio": len(cumulative) / run.n_train,
+             "time_s": 0.0, "cpu_time_s": 0.0, "peak_rss_bytes": 0, "passes_forget": 0.0, "passes_retained": 0.0,
+             "history_bytes_read": 0, "threads": torch.get_num_threads(), "workers": 1,
+             "processes": distributed.world_size(), **(carried or {}), **named.stats(),
+             "unchanged": f"{_UNCHANGED} ({source})"}
+    return UnlearnResult(theta, method, algorithm.options(), stats)
+
+
+def _unchanged(run, book, algorithm, method: str, options_json: str, out: Path, overwrite: bool,
+               named: Named) -> UnlearnResult:
+    """Serve a request whose keys name held-out rows only: nothing to unlearn, the served model stays.
+
+    The output directory gets the current model byte for byte -- the latest deletion's since the base
+    (hash-checked), or the base's own model when nothing was forgotten since -- with result.json, and
+    the ledger records a deletion of zero rows (its cumulative set: every row forgotten so far) that
+    refers to the request whose model it serves. No method runs and no release is made: the model
+    and every guarantee recorded for it stay what they were. Should the latest deletion's model be
+    missing or damaged, it is computed again from the base with this request's method.
+    """
+    with measure() as timing:
+        done = book.current_requests("done")
+        forgotten = book.forgotten_ids_from(done)
+        latest = next((r for r in reversed(done) if r.kind in FORGETTING_KINDS), None)
+        plan = Plan("deletion", np.zeros(0, dtype=np.int64), forgotten, len(forgotten), latest,
+                    note=_UNCHANGED, requested_by=named.by)
+        out = _prepare_out(run, out, overwrite)
+        if latest is None:
+            atomic_copy(run.base.dir / MODEL_FILE, out / MODEL_FILE)
+            source, carried = "the run's base model", {}
+        elif latest.model_problem() is None:
+            atomic_copy(latest.model_path, out / MODEL_FILE, expected_sha256=latest.model_sha256)
+            source = f"request #{latest.id}'s model"
+            carried = {k: v for k, v in latest.stats.items() if k in _CARRIED}
+        else:
+            theta = _compute(run, algorithm, method, plan.ids, forgotten, 1, None).theta
+            save_model(out, run.model, theta, {"source": f"forget:{method}"}, run.preprocessing)
+            source, carried = f"computed again: {latest.model_problem()}", {}
+    _, theta, _ = load_model(out)
+    result = _unchanged_result(run, theta, method, algorithm, forgotten, named, source, carried)
+    result.stats.update(timing.as_dict())
+    digest = file_sha256(out / MODEL_FILE)
+    request_id = book.record_done(plan, method, options_json, out, digest, (out / MODEL_FILE).stat().st_size,
+                                  result.stats)
+    result.stats["ledger"] = _ledger_stats(book, request_id, plan)
+    _write_result_json(run, out, result, plan.ids, forgotten, digest, request_id)
+    return result
+
+
+# what a model served unchanged keeps of the statistics recorded for it: its guarantees
+_CARRIED = ("certificate", "certified_relative", "release")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.storage import atomic_write_bytes
+from miniunlearn.data.keys import keys_without_training_rows
 
 _ID = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: no "1_000", no other scripts' digits
 _MAX_DIGITS = 18  # every int64 row id fits; longer numbers are out of range for any data set
@@ -64,15 +66,45 @@ def read_keys_file(path: str | Path) -> list[str]:
     return keys
 
 
-def request_rows(run, forget_ids=None, keys=None) -> tuple[np.ndarray, str]:
-    """The training rows a request names -- by row ids or by keys (exactly one) -- and which it was."""
+@dataclass(frozen=True)
+class Named:
+    """What a forget request names: training rows, whether it named rows or keys, and the keys it named
+    whose rows were all held out for testing (the model never trained on them: nothing to unlearn)."""
+
+    rows: np.ndarray
+    by: str = "rows"
+    keys_without_training_rows: tuple[str, ...] = ()
+
+    @property
+    def unchanged(self) -> bool:
+        """True when every key named is held out only: the request changes no model."""
+        return self.rows.size == 0 and bool(self.keys_without_training_rows)
+
+    def stats(self) -> dict:
+        """What result.json and the ledger record about the naming (requests by key only)."""
+        return {"keys_without_training_rows": list(self.keys_without_training_rows)} if self.by == "keys" else {}
+
+
+def request_rows(run, forget_ids=None, keys=None) -> Named:
+    """The training rows a request names -- by row ids or by keys (exactly one).
+
+    Keys whose rows were all held out for testing are accepted and listed (a person asking to be
+    forgotten does not know which side of the split their rows fell on); keys that name no row at
+    all are an :class:`InputError`.
+    """
     if (forget_ids is None) == (keys is None):
         raise InputError("a forget request names rows (ids) or keys, exactly one of them")
     if keys is None:
-        return np.asarray(forget_ids), "rows"
+        return Named(np.asarray(forget_ids))
     if isinstance(keys, (str, bytes)):
         raise InputError("keys must be a list of keys, not one string")
-    return run.rows_for_keys([str(k).strip() for k in keys]), "keys"
+    texts = [str(k).strip() for k in keys]
+    if not texts:
+        raise InputError("forget request: no keys given; nothing to forget")
+    held = keys_without_training_rows(run.keys(), texts, run.dataset.test_keys)
+    named = [t for t in texts if t not in set(held)]
+    rows = run.rows_for_keys(named) if named else np.zeros(0, dtype=np.int64)
+    return Named(rows, "keys", tuple(held))
 
 
 def validate_forget_ids(ids: np.ndarray, n_train: int, already_forgotten: np.ndarray | None = None,
