@@ -14,6 +14,7 @@ import click
 from miniunlearn.commands import bench, compact, data, evaluate, forget, ledger, methods, predict, train
 from miniunlearn.commands.output import CONTEXT
 from miniunlearn.core.errors import MiniUnlearnError
+from miniunlearn.core.progress import set_progress
 
 # every module defines attach(cli); the order is that of `miniunlearn --help` (click sorts by name anyway)
 COMMAND_MODULES = (data, train, forget, compact, predict, methods, evaluate, ledger, bench)
@@ -39,8 +40,6 @@ def cli(no_progress: bool):
       miniunlearn predict runs/own-mini --data csv:path=new.csv,id=user_id --out preds.csv
     """
     if no_progress:
-        from miniunlearn.core.progress import set_progress
-
         set_progress(False)
 
 

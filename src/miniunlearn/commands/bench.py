@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console
@@ -35,8 +37,6 @@ def attach(cli) -> None:
 
         Finished rows are skipped, so an interrupted benchmark resumes where it stopped.
         """
-        import dataclasses
-
         from miniunlearn.experiments.bench import PRESETS, run_bench
         from miniunlearn.experiments.report import write_report
 
@@ -79,8 +79,6 @@ def attach(cli) -> None:
         unlearned model is from the retrained one -- beside the true distance, the accuracy, the time
         and what a loss-based membership attack sees. Other methods: miniunlearn bench.
         """
-        import dataclasses
-
         from miniunlearn.experiments.bench import PRESETS, run_bench
         from miniunlearn.experiments.report import summarize, write_report
 
