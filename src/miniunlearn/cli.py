@@ -24,6 +24,7 @@ import click
 from miniunlearn.commands import bench, compact, data, evaluate, forget, ledger, methods, predict, train
 from miniunlearn.commands.output import CONTEXT
 from miniunlearn.core.errors import MiniUnlearnError
+from miniunlearn.core.progress import set_progress
 
 # every module defines attach(cli); the order is that of `miniunlearn --help` (click sorts by name anyway)
 COMMAND_MODULES = (data, train, forget, compact, predict, methods, evaluate, ledger, bench)
@@ -49,8 +50,6 @@ def cli(no_progress: bool):
       miniunlearn predict runs/own-mini --data csv:path=new.csv,id=user_id --out preds.csv
     """  # (the exit codes are appended from the module docstring below)
     if no_progress:
-        from miniunlearn.core.progress import set_progress
-
         set_progress(False)
 
 

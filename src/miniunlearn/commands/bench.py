@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console

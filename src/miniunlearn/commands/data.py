@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
+from miniunlearn.core.params import param_help
 
 
 @click.group(context_settings=CONTEXT)
@@ -20,7 +21,6 @@ def data():
 @JSON_OPTION
 def data_list(as_json: bool):
     """List the registered datasets, their options and whether they are available here."""
-    from miniunlearn.core.params import param_help
     from miniunlearn.data import dataset_info, dataset_names
 
     rows = []

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.progress import progress_bar
+from miniunlearn.core.text import parse_key_values
 
 
 def _signed(value: float, digits: int = 4) -> str:
@@ -236,12 +241,7 @@ def attach(cli) -> None:
         Every number is shown next to the retrained model's, which is what chance looks like here.
         Without --ids the forget set is every row forgotten so far (the run's deletion ledger).
         """
-        from pathlib import Path
-
-        from miniunlearn.core.errors import InputError
-        from miniunlearn.core.progress import progress_bar
         from miniunlearn.core.storage import atomic_write_json
-        from miniunlearn.core.text import parse_key_values
         from miniunlearn.experiments.audit import audit as audit_request
         from miniunlearn.distributed import require_one_process
         from miniunlearn.experiments.audit import audit as audit_request

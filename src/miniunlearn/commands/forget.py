@@ -8,6 +8,8 @@ import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, fmt, human_bytes, kv_table
 from miniunlearn.core.errors import InputError
+from miniunlearn.core.progress import progress_bar, set_progress
+from miniunlearn.core.text import parse_key_values
 
 KEYS_HELP = ("File with one key per line: values of the data's id column (csv/parquet id=, npz ids); every row "
              "with one of these keys is forgotten. Without an id column a row's key is its row number in the data file.")
@@ -77,7 +79,6 @@ def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity,
 def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, options, overwrite, as_json,
                        release_options: dict, default_to_forgotten=False, compact=None):
     from miniunlearn import distributed
-    from miniunlearn.core.progress import progress_bar, set_progress
     from miniunlearn.runs import open_run
     from miniunlearn.service import forget as forget_fn
 
@@ -171,8 +172,6 @@ def forget(run_dir, ids_file, keys_file, method, out, tol, max_passes, refine, w
     distance to the retrained model, and a request whose tolerance is not reached exits with 3
     and is recorded as failed, never as a deletion.
     """
-    from miniunlearn.core.text import parse_key_values
-
     options = parse_key_values(settings, "--set")
     reserved = sorted(set(options) & RESERVED)
     if reserved:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, fmt
+from miniunlearn.core.errors import RunError
 
 
 def attach(cli) -> None:
@@ -35,7 +36,6 @@ def ledger(run_dir, verify, forgotten_out, forgotten_keys_out, as_json):
     request whose recorded model was gone). Rows of failed, started and abandoned requests are
     not forgotten.
     """
-    from miniunlearn.core.errors import RunError
     from miniunlearn.runs import open_run
     from miniunlearn.service.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
     from miniunlearn.service.requests import write_ids_file, write_keys_file

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, kv_table
@@ -26,8 +28,6 @@ def predict(model_dir, spec, out, proba, as_json):
     that has forgotten rows uses its original model, which still reflects them; predict with the
     latest unlearned model instead (`miniunlearn ledger RUN` lists them).
     """
-    from pathlib import Path
-
     from miniunlearn.runs.predict import predict_to_csv
 
     payload = predict_to_csv(model_dir, spec, out, proba=proba)

@@ -24,6 +24,8 @@ from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
 from miniunlearn.service import handoff
+from miniunlearn.service.compact import check_policy, compaction_due, purge_previous, run_policy
+from miniunlearn.service.compact import compact as compact_run
 from miniunlearn.service.ledger import FORGETTING_KINDS, Ledger, Plan, canonical_options, ids_sha256, request_lock
 from miniunlearn.service.release import check_release, ledger_options, method_options, publish
 from miniunlearn.service.requests import Named, request_rows, validate_forget_ids
@@ -69,9 +71,6 @@ def forget(run, forget_ids=None, method: str = "mini", out: str | Path | None = 
     nothing is unlearned for them. When every key is such a key the request changes no model: it is
     served (and recorded as a deletion of zero rows) with the current model, see :func:`_unchanged`.
     """
-    from miniunlearn.service.compact import check_policy, compaction_due, run_policy
-    from miniunlearn.service.compact import compact as compact_run
-
     if not isinstance(run, Run):
         run = Run(run)
     if int(workers) < 1:
@@ -262,8 +261,6 @@ def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, 
 def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, progress, release, named,
                    options_json) -> UnlearnResult:
     """:func:`_forget_recorded` while holding the request lock, with the ledger open."""
-    from miniunlearn.service.compact import purge_previous
-
     book.abandon_stale()
     book.resolve_compactions()
     purge_previous(run, book)

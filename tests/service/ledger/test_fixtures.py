@@ -29,7 +29,7 @@ COMPACTION_COLUMNS = ["id", "status", "generation", "after_request", "started_at
 
 
 def fixture(name, tmp_path) -> StandInRun:
-    """A copy of fixture ``name`` (opening a ledger may write beside it)."""
+    """A copy of fixture ``name``: even a reader of a write-ahead-log database writes beside it."""
     shutil.copytree(FIXTURES / name, tmp_path / name)
     return StandInRun(tmp_path / name)
 
@@ -63,8 +63,8 @@ def user_version(path):
 
 
 @pytest.mark.parametrize("name, tables", [("v2", ["requests"]), ("v3", ["requests", "compactions"])])
-def test_stored_checksums_follow_the_documented_formula(name, tables):
-    path = FIXTURES / name / LEDGER_FILE
+def test_stored_checksums_follow_the_documented_formula(name, tables, tmp_path):
+    path = fixture(name, tmp_path).path / LEDGER_FILE
     for table in tables:
         columns = REQUEST_COLUMNS if table == "requests" else COMPACTION_COLUMNS
         rows = raw_rows(path, table)
