@@ -140,7 +140,10 @@ def _errors(app: FastAPI) -> None:
     async def invalid(_, exc: RequestValidationError):
         detail = [{"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type"))}
                   for e in exc.errors()]
-        first = detail[0] if detail else {"loc": [], "msg": "invalid request"}
+        first = detail[0] if detail else {"loc": [], "msg": "invalid request", "type": ""}
+        if first["type"] == "json_invalid":
+            at = first["loc"][-1] if len(first["loc"]) > 1 else "?"
+            return _error(422, f"the request body is not valid JSON (error at character {at})", detail[:1])
         where = ".".join(first["loc"]) or "request"
         return _error(422, f"{where}: {first['msg']}"[:500], detail[:20])
 
@@ -154,11 +157,37 @@ def _errors(app: FastAPI) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- middleware
-class _TooLarge(StarletteHTTPException):
-    """Raised while a streamed body is read past the limit (FastAPI passes HTTP exceptions through)."""
+class _BodyLimit:
+    """Reads a request's body (streamed or not) up to the limit before the app sees it: past the
+    limit the answer is 413 at once; otherwise the buffered body is handed on unchanged."""
 
-    def __init__(self, limit: int):
-        super().__init__(413, f"request body exceeds the limit of {limit} bytes (serve --max-body-bytes)")
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        chunks, seen, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # the client went away
+            chunks.append(message.get("body", b""))
+            seen += len(chunks[-1])
+            more = message.get("more_body", False)
+            if seen > self.limit:
+                response = _error(413, f"request body exceeds the limit of {self.limit} bytes (serve --max-body-bytes)")
+                return await response(scope, receive, send)
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()  # (waits for a disconnect, as the server would)
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
 
 
 def _middleware(app: FastAPI, config: ServeConfig) -> None:
@@ -183,28 +212,6 @@ def _middleware(app: FastAPI, config: ServeConfig) -> None:
 
     app.add_middleware(_BodyLimit, limit=limit)
 
-
-class _BodyLimit:
-    """Counts a streamed (chunked) body's bytes and stops reading past the limit."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        seen = 0
-
-        async def limited():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _TooLarge(self.limit)
-            return message
-
-        await self.app(scope, limited, send)
 
 
 # ---------------------------------------------------------------------------------------------- deletions
