@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import fcntl
 import json
 import os
@@ -9,6 +10,12 @@ import os
 import httpx
 import numpy as np
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, \
+    status_code_conformance
 
 from miniunlearn.runs.run import open_run
 from miniunlearn.service.ledger import Ledger
@@ -244,3 +251,42 @@ def test_refuses_to_serve_without_tokens_off_loopback(keyed_run, capsys):
     assert code == 2 and "without --tokens" in err
     code, _, err = run_cli(capsys, "serve", keyed_run["run"], "--max-batch", "0")
     assert code == 2 and "max_batch" in err
+
+
+# ---------------------------------------------------------------------------------------------- schema
+MAX_EXAMPLES = 12
+SEEN: collections.Counter = collections.Counter()
+
+
+def test_every_answer_conforms_to_the_openapi_schema(served):
+    """Schemathesis over the whole OpenAPI schema: for each operation MAX_EXAMPLES valid (positive) and
+    invalid (negative) requests, each answered without a server error and conforming to the schema
+    (documented status code, content type and body shape)."""
+    from schemathesis import GenerationMode
+
+    server, tokens = served["server"], served["tokens"]
+    api = schemathesis.openapi.from_url(server.url + "/openapi.json")
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert {op.path for op in operations} >= {"/v1/deletions", "/v1/deletions/{request_id}", "/v1/predict",
+                                               "/v1/deletions/{request_id}/receipt", "/v1/model", "/v1/compact",
+                                               "/healthz", "/metrics"}
+    for operation in operations:
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck),
+                      derandomize=True, database=None)
+            def call(case):
+                response = case.call_and_validate(headers=auth(tokens["admin"]), checks=checks)
+                SEEN["requests"] += 1
+                SEEN[f"{case.method} {case.path} -> {response.status_code}"] += 1
+
+            try:
+                call()
+            except Unsatisfiable:  # an operation without parameters or body has no invalid request
+                assert mode == GenerationMode.NEGATIVE
+    print(f"\nSchemathesis: {SEEN['requests']} generated requests, 0 server errors, 0 off-schema answers")
+    for name, count in sorted(SEEN.items()):
+        if name != "requests":
+            print(f"  {name}: {count}")
+    assert SEEN["requests"] >= len(operations) * 2
