@@ -155,9 +155,10 @@ class Worker:
         options = live[0].options
         release = None if options.get("epsilon") is None else ReleaseRequest(options["epsilon"], options["delta"])
         start = time.perf_counter()
+        named = _by_keys(run, live, union)
         try:
-            result = forget(run, union, method=METHOD, out=Path(run.path) / out_rel, ledger=True, release=release,
-                            tol=options.get("tol") or self.config.default_tol)
+            result = forget(run, None if named else union, keys=named, method=METHOD, out=Path(run.path) / out_rel,
+                            ledger=True, release=release, tol=options.get("tol") or self.config.default_tol)
         except MiniUnlearnError as exc:
             if len(live) > 1:  # serve each alone: one request must not fail the others
                 self.queue.requeue(solve_id, solo=True)
@@ -202,7 +203,8 @@ class Worker:
             "ledger_row_sha256": None if record is None else record.row_sha256,
             "solve_id": solve_id or None, "coalesced_requests": batch,
             "rows_solved": int(stats.get("n_forget_request", 0)),
-            "note": None if record is not None else "every row was forgotten already by an earlier request",
+            "note": None if record is not None else "no row left to forget: its training rows were forgotten by "
+                                                    "earlier requests (or it named none)",
             "timings": {"solve_s": stats.get("time_s"), "queue_to_done_s": _seconds_since(request.received_at)},
         }
 
@@ -255,6 +257,15 @@ class Worker:
 
 class _Refused(MiniUnlearnError):
     """A queued request that cannot be served as named."""
+
+
+def _by_keys(run, requests: list[Deletion], union: np.ndarray) -> list[str] | None:
+    """The keys of ``union`` when every request named keys and those keys hold exactly these rows (the
+    ledger then records the deletion as by key), else None (by rows)."""
+    if any(r.requested_by != "keys" for r in requests):
+        return None
+    keys = list(dict.fromkeys(run.keys_of(union)))
+    return keys if np.array_equal(np.sort(run.rows_for_keys(keys)), union) else None
 
 
 def _forgotten(run) -> np.ndarray:
