@@ -63,7 +63,8 @@ def free_port() -> int:
 def start_server(run_dir: Path, log: Path) -> tuple[subprocess.Popen, str, float]:
     port = free_port()
     start = time.perf_counter()
-    process = subprocess.Popen([*MINIUNLEARN, "serve", str(run_dir), "--port", str(port), "--log-level", "warning"],
+    process = subprocess.Popen([*MINIUNLEARN, "serve", str(run_dir), "--port", str(port), "--log-level", "warning",
+                                "--max-names", "1000000", "--max-body-bytes", str(64 << 20)],
                                stdout=open(log, "wb"), stderr=subprocess.STDOUT,
                                env={**os.environ, "MINIUNLEARN_NO_PROGRESS": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -99,21 +100,22 @@ def percentiles(values) -> dict:
             "p99": float(np.percentile(values, 99)), "max": float(values.max())}
 
 
-def draw_requests(run, n_single: int, n_stream: int, rng) -> tuple[list, list, list]:
+def draw_requests(run, n_single: int, n_stream: int, rng) -> tuple[list, list, list, list]:
     keys = run.keys_of(np.arange(run.n_train))
     order = rng.permutation(run.n_train)
     single = [[keys[i]] for i in order[:n_single]]
-    at, stream = n_single, []
-    for _ in range(n_stream):
-        size = int(rng.integers(1, 21))
-        stream.append([keys[i] for i in order[at:at + size]])
-        at += size
+    at, streams = n_single, ([], [])
+    for stream in streams:
+        for _ in range(n_stream):
+            size = int(rng.integers(1, 21))
+            stream.append([keys[i] for i in order[at:at + size]])
+            at += size
     large = []
     for share in (0.10, 0.50):
         size = int(round(share * run.n_train))
         large.append([keys[i] for i in order[at:at + size]])
         at += size
-    return single, stream, large
+    return single, *streams, large
 
 
 def run_stream(url: str, stream: list, clients: int) -> tuple[list, float]:
@@ -137,6 +139,45 @@ def run_stream(url: str, stream: list, clients: int) -> tuple[list, float]:
     for t in threads:
         t.join()
     return results, time.perf_counter() - start
+
+
+def run_open_stream(url: str, stream: list, clients: int) -> tuple[list, float]:
+    """Each client posts its share of the stream without waiting, then polls its requests until done."""
+    results, lock = [], threading.Lock()
+
+    def client(share):
+        with httpx.Client(base_url=url, timeout=600) as http:
+            sent = []
+            for keys in share:
+                answer = http.post("/v1/deletions", json={"keys": keys, "tol": 1e-3})
+                if answer.status_code != 202:
+                    raise SystemExit(f"deletion refused: {answer.status_code} {answer.text}")
+                sent.append((answer.json()["id"], time.perf_counter()))
+            for request_id, posted in sent:
+                while True:
+                    status = http.get(f"/v1/deletions/{request_id}").json()
+                    if status["status"] in ("done", "failed"):
+                        break
+                    time.sleep(0.005)
+                if status["status"] == "failed":
+                    raise SystemExit(f"deletion failed: {status['error']}")
+                with lock:
+                    results.append({**status, "latency_s": time.perf_counter() - posted})
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(stream[c::clients],)) for c in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, time.perf_counter() - start
+
+
+def stream_summary(results: list, wall: float, clients: int) -> dict:
+    return {"requests": len(results), "clients": clients, "wall_s": wall, "throughput_rps": len(results) / wall,
+            "solves": len({r["ledger_request"] for r in results}), "keys": int(sum(r["n_keys"] for r in results)),
+            "latency": percentiles([r["latency_s"] for r in results]),
+            "max_certified_relative": max(r["certified_relative"] for r in results)}
 
 
 def cli_stream(run_dir: Path, requests: list, work: Path) -> dict:
@@ -239,7 +280,7 @@ def main() -> None:
         shutil.copytree(run_path, served, ignore=shutil.ignore_patterns("ledger.*", "serve"))
         run = open_run(served)
         report["n_train"] = run.n_train
-        single, stream, large = draw_requests(run, args.single, args.stream, np.random.default_rng(SEED))
+        single, stream, open_stream, large = draw_requests(run, args.single, args.stream, np.random.default_rng(SEED))
         process, url, startup = start_server(served, tmp / "server.log")
         report["server_startup_s"] = startup
         print(f"server ready in {startup:.1f} s", flush=True)
@@ -250,14 +291,10 @@ def main() -> None:
             report["single"] = {**percentiles([s["latency_s"] for s in singles]),
                                 "solve_s_p50": float(np.median([s["timings"]["solve_s"] for s in singles]))}
             print(f"single: {report['single']}", flush=True)
-            results, wall = run_stream(url, stream, args.clients)
-            report["stream"] = {"requests": len(results), "clients": args.clients, "wall_s": wall,
-                                "throughput_rps": len(results) / wall,
-                                "solves": len({r["ledger_request"] for r in results}),
-                                "keys": int(sum(r["n_keys"] for r in results)),
-                                "latency": percentiles([r["latency_s"] for r in results]),
-                                "max_certified_relative": max(r["certified_relative"] for r in results)}
-            print(f"stream: {report['stream']}", flush=True)
+            report["stream"] = stream_summary(*run_stream(url, stream, args.clients), args.clients)
+            print(f"stream (each client waits for done): {report['stream']}", flush=True)
+            report["open_stream"] = stream_summary(*run_open_stream(url, open_stream, args.clients), args.clients)
+            print(f"stream (clients post, then poll): {report['open_stream']}", flush=True)
             report["large"] = large_requests(url, served, large)
             print(f"large: {report['large']}", flush=True)
         finally:
@@ -276,9 +313,10 @@ def main() -> None:
 
 
 def targets(r: dict) -> dict:
-    found = {"single_p50_le_1s": r["single"]["p50"] <= 1.0,
-             "stream_ge_10x_cli": r["stream"]["throughput_rps"] >= 10 * r["cli"]["throughput_rps"],
-             "stream_vs_cli_ratio": r["stream"]["throughput_rps"] / r["cli"]["throughput_rps"]}
+    found = {"single_p50_le_1s": r["single"]["p50"] <= 1.0}
+    for name in ("stream", "open_stream"):
+        found[f"{name}_vs_cli_ratio"] = r[name]["throughput_rps"] / r["cli"]["throughput_rps"]
+        found[f"{name}_ge_10x_cli"] = found[f"{name}_vs_cli_ratio"] >= 10
     for row in r["large"]:
         if "sklearn" in row:
             found[f"share_{row['share']}_ge_10x_sklearn"] = row["speedup_vs_sklearn"] >= 10
@@ -286,7 +324,7 @@ def targets(r: dict) -> dict:
 
 
 def markdown(r: dict) -> str:
-    s, st, c, t = r["single"], r["stream"], r["cli"], r["targets"]
+    s, c, t = r["single"], r["cli"], r["targets"]
     mark = {True: "met", False: "**missed**"}
     lines = [
         f"# Deletion service benchmark ({r['run']}, l2 1e-3, tol 1e-3)", "",
@@ -295,12 +333,15 @@ def markdown(r: dict) -> str:
         "| measurement | result | target |", "|---|---|---|",
         f"| 1-user request, end to end (n={s['n']}) | p50 {s['p50']:.3f} s, p95 {s['p95']:.3f} s, p99 {s['p99']:.3f} s "
         f"(solve p50 {s['solve_s_p50']:.3f} s) | p50 <= 1 s: {mark[t['single_p50_le_1s']]} |",
-        f"| stream: {st['requests']} requests of 1-20 users, {st['clients']} clients | {st['throughput_rps']:.2f} "
-        f"requests/s in {st['wall_s']:.1f} s ({st['solves']} solves); latency p50 {st['latency']['p50']:.2f} s, "
-        f"p95 {st['latency']['p95']:.2f} s, p99 {st['latency']['p99']:.2f} s | |",
-        f"| same stream through the CLI, one process per request (first {c['requests']}) | {c['throughput_rps']:.3f} "
-        f"requests/s (p50 {c['p50']:.2f} s per request) | service >= 10x: {mark[t['stream_ge_10x_cli']]} "
-        f"({t['stream_vs_cli_ratio']:.0f}x) |",
+        *[f"| stream, {label}: {st['requests']} requests of 1-20 users, {st['clients']} clients | "
+          f"{st['throughput_rps']:.2f} requests/s in {st['wall_s']:.1f} s ({st['solves']} solves); latency p50 "
+          f"{st['latency']['p50']:.2f} s, p95 {st['latency']['p95']:.2f} s, p99 {st['latency']['p99']:.2f} s | "
+          f">= 10x the CLI: {mark[t[name + '_ge_10x_cli']]} ({t[name + '_vs_cli_ratio']:.1f}x) |"
+          for name, label in (("stream", "each client waits for done before its next request"),
+                              ("open_stream", "clients post their requests, then poll"))
+          for st in (r[name],)],
+        f"| the CLI, one process per request (the stream's first {c['requests']} requests) | "
+        f"{c['throughput_rps']:.3f} requests/s (p50 {c['p50']:.2f} s per request) | |",
     ]
     for row in r["large"]:
         sk = row.get("sklearn")
