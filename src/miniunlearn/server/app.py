@@ -169,6 +169,12 @@ class _BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length", b"0")
+        if not length.isdigit() or int(length) > self.limit:  # refused before reading it
+            shown = length.decode("latin-1")[:20]
+            response = _error(413, f"request body of {shown} bytes exceeds the limit of {self.limit} bytes "
+                                   "(serve --max-body-bytes)")
+            return await response(scope, receive, send)
         chunks, seen, more = [], 0, True
         while more:
             message = await receive()
@@ -193,17 +199,12 @@ class _BodyLimit:
 
 
 def _middleware(app: FastAPI, config: ServeConfig) -> None:
-    limit = config.max_body_bytes
+    app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
 
-    @app.middleware("http")
+    @app.middleware("http")  # (added last: the outermost, so it also counts the 413s of the body limit)
     async def measure(request: Request, call_next):
         start = time.perf_counter()
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            response = _error(413, f"request body of {length} bytes exceeds the limit of {limit} bytes "
-                                   "(serve --max-body-bytes)")
-        else:
-            response = await call_next(request)
+        response = await call_next(request)
         route = request.scope.get("route")
         name = getattr(route, "path", "unmatched")
         server = getattr(request.app.state, "server", None)
@@ -211,8 +212,6 @@ def _middleware(app: FastAPI, config: ServeConfig) -> None:
             server.metrics.http_requests.labels(request.method, name, str(response.status_code)).inc()
             server.metrics.http_seconds.labels(request.method, name).observe(time.perf_counter() - start)
         return response
-
-    app.add_middleware(_BodyLimit, limit=limit)
 
 
 
