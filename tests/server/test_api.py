@@ -233,6 +233,9 @@ def test_limits_and_huge_bodies(served):
     nan = client.post("/v1/predict", content='{"rows": [{"mean radius": NaN}]}',
                       headers={**auth(predictor), "content-type": "application/json"})
     assert nan.status_code == 422 and "finite" in nan.json()["error"]
+    names = client.get("/v1/model", headers=auth(served["tokens"]["reader"])).json()["feature_names"]
+    overflow = client.post("/v1/predict", json={"rows": [{n: 1e308 for n in names}]}, headers=auth(predictor))
+    assert overflow.status_code == 422 and "overflow" in overflow.json()["error"]
     unknown = client.post("/v1/predict", json={"rows": [{"height": 1.0}]}, headers=auth(predictor))
     assert unknown.status_code == 422 and "'height'" in unknown.json()["error"]
     assert client.get("/v1/nothing").status_code == 404

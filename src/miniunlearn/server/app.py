@@ -328,6 +328,10 @@ def _model_routes(app: FastAPI) -> None:
         names = feature_names(served)
         X = _matrix(body.rows, names)
         logits = served.predictor.logits(X)
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1))
+        if bad.size:
+            raise ApiError(422, f"rows[{int(bad[0])}]: feature values so large that the model's scores overflow "
+                                "(not finite)")
         classes = [_label(c) for c in served.predictor.preprocessing.classes]
         answer = {"labels": [_label(v) for v in served.predictor.labels(logits)], "classes": classes,
                   "model_sha256": served.sha256, "ledger_request": served.ledger_request}
