@@ -21,13 +21,13 @@ import sys
 
 import click
 
-from miniunlearn.commands import bench, compact, data, evaluate, forget, ledger, methods, predict, train
+from miniunlearn.commands import bench, compact, data, evaluate, forget, ledger, methods, predict, serve, train
 from miniunlearn.commands.output import CONTEXT
 from miniunlearn.core.errors import MiniUnlearnError
 from miniunlearn.core.progress import set_progress
 
 # every module defines attach(cli); the order is that of `miniunlearn --help` (click sorts by name anyway)
-COMMAND_MODULES = (data, train, forget, compact, predict, methods, evaluate, ledger, bench)
+COMMAND_MODULES = (data, train, forget, compact, predict, methods, evaluate, ledger, bench, serve)
 
 
 @click.group(context_settings=CONTEXT)
