@@ -29,7 +29,6 @@ from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -51,6 +50,12 @@ ESTIMATOR_JSON = "estimator.json"
 ESTIMATOR_FORMAT = "miniunlearn-estimator/1"
 UNLEARNED_DIR = "unlearned"
 COMPACT_AUTO_SHARE = 0.10  # compact="auto": once this share of the base's rows is forgotten
+
+
+def _softmax_logits(scores: np.ndarray) -> np.ndarray:
+    """Per-class logits from ``decision_function`` scores: a binary score d is the logits (-d/2, d/2)
+    (the optimum's two softmax rows are opposite when the penalty is symmetric)."""
+    return np.stack([-scores / 2, scores / 2], axis=1) if scores.ndim == 1 else scores
 
 
 class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
@@ -130,7 +135,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         self._memory, report = memory.fit_base(dataset, self.alpha, self.penalize_intercept, self.max_iter,
                                                has_keys=keys is not None)
         if self.standardize:
-            self._memory_raw = _dense(X)  # the statistics are recomputed on the kept rows by every forget
+            self._memory.raw = memory.dense(X)  # the statistics are recomputed on the kept rows by every forget
         self.fit_stats_ = report
         self.n_iter_ = np.asarray([int(report.get("iterations", 0))])
         self.run_dir_ = None
@@ -138,10 +143,10 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         self._use_theta(dataset.preprocessing, self._memory.theta)
         return self
 
-    def _dataset(self, X, y, keys, standardize=None) -> Dataset:
-        names = getattr(self, "feature_names_in_", None)
-        return Dataset.from_arrays(_dense(X), y, ids=keys,
-                                   standardize=bool(self.standardize if standardize is None else standardize),
+    def _dataset(self, X, y, keys, names="fitted") -> Dataset:
+        if names == "fitted":
+            names = getattr(self, "feature_names_in_", None)
+        return Dataset.from_arrays(memory.dense(X), y, ids=keys, standardize=bool(self.standardize),
                                    feature_names=None if names is None else list(names), name="estimator")
 
     def _use_theta(self, preprocessing, theta: torch.Tensor) -> None:
@@ -218,6 +223,54 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         self.forget_stats_ = {**stats, "tol": options["tol"]}
         return self
 
+    def kept_after(self, rows=None, keys=None) -> np.ndarray:
+        """The training rows that would be kept after forgetting ``rows`` or ``keys`` (a boolean mask over
+        the estimator's training rows, rows forgotten before included); bad requests raise ``ValueError``.
+        Changes nothing (:func:`~miniunlearn.estimator.pipeline.forget_pipeline` asks it first)."""
+        check_is_fitted(self)
+        base = self._in_memory("kept_after")
+        ids = requested_rows(rows, keys, base.dataset.keys if base.has_keys else None, base.n_rows, base.forgotten)
+        check_not_everything(ids, base.forgotten, base.n_rows)
+        kept = base.kept_mask()
+        kept[ids] = False
+        return kept
+
+    def refit_on(self, X_kept, y_kept, kept: np.ndarray, logits: np.ndarray, tol=None, max_passes=None):
+        """Make the optimum on new features ``X_kept`` of the kept rows (``kept``: a mask over the
+        training rows, from :meth:`kept_after`) the model; returns self.
+
+        The solve starts from the parameters whose logits on these rows best match ``logits``
+        (least squares on up to 4096 rows; the current model's logits on the old features map it
+        exactly when the features changed affinely), is certified (``forget_stats_["certificate"]``)
+        and becomes the new base (history recorded there; row numbers count the kept rows). Nothing
+        changes if it fails. What a pipeline's forget runs after refitting its transformers.
+        """
+        check_is_fitted(self)
+        base = self._in_memory("refit_on")
+        options = self._forget_options(tol, max_passes, None)
+        keys = base.dataset.keys[kept] if base.has_keys else None
+        names = [str(c) for c in X_kept.columns] if hasattr(X_kept, "columns") else None
+        dataset = self._dataset(X_kept, y_kept, keys, names)
+        if dataset.n_classes != len(self.classes_):
+            raise InputError(f"forget: after this request only {dataset.n_classes} of the {len(self.classes_)} "
+                             "classes would have a kept row")
+        start = memory.mapped_start(dataset.X_train, _softmax_logits(np.asarray(logits, dtype=np.float64)))
+        new, stats = memory.rebase(base, dataset, start, options["tol"], self.max_iter)
+        new.raw = memory.dense(X_kept) if self.standardize else None
+        validate_data(self, X_kept, reset=True, dtype=np.float64, accept_sparse="csr")  # n_features_in_, names
+        self._memory = new
+        self._use_theta(dataset.preprocessing, new.theta)
+        gone = int((~kept).sum())
+        self.forget_stats_ = {**stats, "n_forget": gone, "n_forget_request": gone - int(len(base.forgotten)),
+                              "rows_dropped": gone, "tol": options["tol"]}
+        return self
+
+    def _in_memory(self, what: str):
+        if self.run_dir_ is not None:
+            raise InputError(f"{what}: this estimator is bound to the saved directory {self.run_dir_}; forget through "
+                             "a pipeline before saving, or forget with the estimator alone")
+        return self._memory
+
     def _forget_options(self, tol, max_passes, compact) -> dict:
         from sklearn.utils._param_validation import validate_parameter_constraints
 
@@ -246,7 +299,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         base = self._memory
         kept = np.ones(base.n_rows, dtype=bool)
         kept[forgotten] = False
-        raw = self._memory_raw[kept]
+        raw = base.raw[kept]
         keys = base.dataset.keys[kept] if base.has_keys else None
         dataset = self._dataset(raw, base.dataset.preprocessing.decode(base.dataset.y_train[kept]), keys)
         if dataset.n_classes != len(self.classes_):
@@ -255,7 +308,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         weight, bias = dataset.preprocessing.feature_linear(self._weight, self._bias)
         start = torch.from_numpy(np.hstack([weight, bias[:, None]]).reshape(-1).copy())
         self._memory, stats = memory.rebase(base, dataset, start, tol, self.max_iter)
-        self._memory_raw = raw
+        self._memory.raw = raw
         self._use_theta(dataset.preprocessing, self._memory.theta)
         return {**stats, "n_forget_request": int(len(forgotten) - len(base.forgotten)),
                 "n_forget": int(len(forgotten)), "rows_dropped": int(len(forgotten)), "restandardized": True}
@@ -343,7 +396,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.run_dir_ = target
-        self._memory = self._memory_raw = None
+        self._memory = None
         self._use_model(_latest_model_dir(self._run()))
         return self
 
@@ -366,7 +419,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         estimator = cls(**{k: v for k, v in params.items() if k in cls._parameter_constraints})
         estimator._validate_params()
         estimator.run_dir_ = Path(path).resolve()
-        estimator._memory = estimator._memory_raw = None
+        estimator._memory = None
         estimator.forget_stats_ = None
         preprocessing = run.preprocessing
         estimator.classes_ = preprocessing.labels_array()
@@ -381,10 +434,6 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-def _dense(X) -> np.ndarray:
-    return X.toarray() if sp.issparse(X) else X
 
 
 def _done_requests(run) -> list:

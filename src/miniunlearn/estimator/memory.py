@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from miniunlearn.core.errors import ConvergenceError, InputError
@@ -83,6 +84,7 @@ class MemoryBase:
     forgotten: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # sorted row ids
     generation: int = 0               # bases made by compaction (or a pipeline's re-solve) since the fit
     has_keys: bool = False
+    raw: np.ndarray | None = None     # the raw features, kept when the estimator standardises (see ``standardize``)
 
     @property
     def model(self) -> LogisticRegression:
@@ -103,6 +105,11 @@ class MemoryBase:
 
     def run(self) -> MemoryRun:
         return MemoryRun(self.model, self.dataset, self.penalty_l2, self.penalize_intercept, self.history)
+
+
+def dense(X) -> np.ndarray:
+    """A dense array of ``X`` (a sparse matrix is expanded: n x d floats)."""
+    return X.toarray() if sp.issparse(X) else X
 
 
 def solve(model: LogisticRegression, rows: Rows, penalty: Penalty, theta0: torch.Tensor | None = None,
@@ -205,3 +212,15 @@ def rebase(base: MemoryBase, dataset: Dataset, start: torch.Tensor, tol: float, 
     new = MemoryBase(dataset, base.penalty_l2, base.penalize_intercept, history, result.w.clone(),
                      generation=base.generation + 1, has_keys=base.has_keys)
     return new, stats
+
+
+MAP_ROWS = 4096  # rows used to map a model to new features (a warm start: a sample suffices)
+
+
+def mapped_start(Z: np.ndarray, logits: np.ndarray) -> torch.Tensor:
+    """``[W | b]`` (flat) minimising ``||[Z, 1] [W | b]^T - logits||`` (minimum norm; every
+    ``len(Z) // 4096``-th row): the model on features Z closest to given per-row logits."""
+    step = max(1, len(Z) // MAP_ROWS)
+    design = np.hstack([Z[::step], np.ones((len(Z[::step]), 1))])
+    solution, *_ = np.linalg.lstsq(design, logits[::step], rcond=None)
+    return torch.from_numpy(np.ascontiguousarray(solution.T).reshape(-1))
