@@ -135,7 +135,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         self._memory, report = memory.fit_base(dataset, self.alpha, self.penalize_intercept, self.max_iter,
                                                has_keys=keys is not None)
         if self.standardize:
-            self._memory.raw = memory.dense(X)  # the statistics are recomputed on the kept rows by every forget
+            self._memory.raw = memory.as_dense(X)  # the statistics are recomputed on the kept rows by every forget
         self.fit_stats_ = report
         self.n_iter_ = np.asarray([int(report.get("iterations", 0))])
         self.run_dir_ = None
@@ -146,7 +146,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
     def _dataset(self, X, y, keys, names="fitted") -> Dataset:
         if names == "fitted":
             names = getattr(self, "feature_names_in_", None)
-        return Dataset.from_arrays(memory.dense(X), y, ids=keys, standardize=bool(self.standardize),
+        return Dataset.from_arrays(memory.as_dense(X), y, ids=keys, standardize=bool(self.standardize),
                                    feature_names=None if names is None else list(names), name="estimator")
 
     def _use_theta(self, preprocessing, theta: torch.Tensor) -> None:
@@ -256,7 +256,7 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
                              "classes would have a kept row")
         start = memory.mapped_start(dataset.X_train, _softmax_logits(np.asarray(logits, dtype=np.float64)))
         new, stats = memory.rebase(base, dataset, start, options["tol"], self.max_iter)
-        new.raw = memory.dense(X_kept) if self.standardize else None
+        new.raw = memory.as_dense(X_kept) if self.standardize else None
         validate_data(self, X_kept, reset=True, dtype=np.float64, accept_sparse="csr")  # n_features_in_, names
         self._memory = new
         self._use_theta(dataset.preprocessing, new.theta)

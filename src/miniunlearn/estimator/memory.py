@@ -35,7 +35,8 @@ from miniunlearn.data import Dataset
 from miniunlearn.history import build_mini_history, resolve_profile
 from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET, MiniHistory
 from miniunlearn.methods.base import UnlearnContext
-from miniunlearn.methods.mini import MiniUnlearning
+from miniunlearn.estimator import dense
+from miniunlearn.methods.mini import STEP0_MAX_SHARE, MiniUnlearning
 from miniunlearn.models import LogisticRegression, Objective, Rows
 from miniunlearn.models.penalty import Penalty
 from miniunlearn.solvers.certificate import self_concordance_constant
@@ -107,7 +108,7 @@ class MemoryBase:
         return MemoryRun(self.model, self.dataset, self.penalty_l2, self.penalize_intercept, self.history)
 
 
-def dense(X) -> np.ndarray:
+def as_dense(X) -> np.ndarray:
     """A dense array of ``X`` (a sparse matrix is expanded: n x d floats)."""
     return X.toarray() if sp.issparse(X) else X
 
@@ -117,12 +118,17 @@ def solve(model: LogisticRegression, rows: Rows, penalty: Penalty, theta0: torch
     """The optimum of ``F`` on ``rows`` by line-search Newton-CG from ``theta0`` (zeros by default)
     to ``||grad F|| <= tol``; an unconverged solve is a :class:`ConvergenceError` (a RuntimeError)."""
     start = model.zeros() if theta0 is None else theta0.clone()
-    theta, info = newton_cg(Objective(model, rows, penalty), start, tol, max_iter)
+    if model.n_params <= dense.DENSE_MAX_PARAMS:
+        theta, info = dense.fit(model, rows, penalty, start, tol, max_iter)
+        if info["converged"]:
+            return theta, info
+        start = theta  # (not reached in practice: Newton-CG takes over from there)
+    theta, solved = newton_cg(Objective(model, rows, penalty), start, tol, max_iter)
     theta = penalty.project(theta)  # zero-mean biases when they are free (the unique minimiser)
-    if not info.converged:
-        raise ConvergenceError(f"Newton-CG stopped after {info.iterations} iterations at ||grad F|| = "
-                               f"{info.grad_norm:.3e} > {tol:g}; raise max_iter or alpha")
-    return theta, info.as_dict()
+    if not solved.converged:
+        raise ConvergenceError(f"Newton-CG stopped after {solved.iterations} iterations at ||grad F|| = "
+                               f"{solved.grad_norm:.3e} > {tol:g}; raise max_iter or alpha")
+    return theta, {**solved.as_dict(), "route": "newton-cg"}
 
 
 def record_history(dataset: Dataset, penalty: Penalty, theta: torch.Tensor) -> MiniHistory:
@@ -160,9 +166,12 @@ def forget_rows(base: MemoryBase, ids: np.ndarray, tol: float, max_passes: int) 
     floating point can certify is met at that floor (``stats["rounding_floor"]``)."""
     cumulative = np.union1d(base.forgotten, ids)
     context = UnlearnContext(base.run(), cumulative)
-    method = MiniUnlearning(tol=tol, max_passes=max_passes)
     started = time.perf_counter()
-    theta, stats = method.unlearn(context)
+    found = _dense_forget(base, context, tol)
+    if found is not None:
+        theta, stats = found
+    else:
+        theta, stats = MiniUnlearning(tol=tol, max_passes=max_passes).unlearn(UnlearnContext(base.run(), cumulative))
     stats = {**stats, "time_s": time.perf_counter() - started, "n_forget": int(len(cumulative)), "n_forget_request": int(len(ids)),
              "n_forgotten_before": int(len(base.forgotten)), "passes_retained": context.passes_retained,
              "passes_forget": context.passes_forget}
@@ -174,6 +183,30 @@ def forget_rows(base: MemoryBase, ids: np.ndarray, tol: float, max_passes: int) 
     if not torch.isfinite(theta).all():
         raise ConvergenceError("forget produced non-finite parameters; nothing was changed")
     return theta, stats
+
+
+def _dense_forget(base: MemoryBase, context: UnlearnContext, tol: float) -> tuple[torch.Tensor, dict] | None:
+    """The dense route (:mod:`miniunlearn.estimator.dense`): step 0, then at most two exact Newton steps
+    on F_R, each certified; None when it does not apply or does not certify (the general method then runs)."""
+    history, model = base.history, base.model
+    r, m = len(context.forget_ids), base.n_rows - len(context.forget_ids)
+    if model.n_params > dense.DENSE_MAX_PARAMS or not history.is_exact or r > m * STEP0_MAX_SHARE:
+        return None
+    if not base.penalize_intercept and len(np.unique(base.dataset.y_train[context.retained_ids])) < model.n_classes:
+        return None  # (the general method refuses it with its own message)
+    penalty = base.penalty
+    w = dense.step0(context, history, penalty)
+    objective = Objective(model, context.retained_rows, penalty)
+    step = None
+    for newton in (1, 2, 3):
+        step = dense.dense_newton(objective, w) if step is None else dense.chord_step(objective, w, step)
+        w = penalty.project(step["w"])
+        moved = float((w - history.theta).norm())
+        if step["certificate"] <= tol * moved:
+            return w, {"route": "dense", "start": "step 0", "newton_iterations": newton,
+                       "certificate": step["certificate"], "certified_relative": step["certificate"] / moved,
+                       "converged": True, "refine_stop": "certified", "curvature_profile": history.profile}
+    return None
 
 
 def subset(dataset: Dataset, kept: np.ndarray, X: np.ndarray | None = None) -> Dataset:

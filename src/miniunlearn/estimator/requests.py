@@ -24,10 +24,17 @@ def as_list(values, what: str) -> list:
         return [values]
     if isinstance(values, (pd.Series, pd.Index)):
         values = values.to_numpy()
-    out = list(np.asarray(values, dtype=object).ravel()) if isinstance(values, np.ndarray) else list(values)
+    out = list(values.ravel()) if isinstance(values, np.ndarray) else list(values)
     if not out:
         raise InputError(f"{what}: empty; nothing to forget")
     return out
+
+
+def _key_array(values: list) -> np.ndarray:
+    """Requested keys as one array: integers stay int64 (the fast path), anything else is text."""
+    if all(isinstance(v, (Integral, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in values):
+        return np.asarray(values, dtype=np.int64)
+    return np.asarray(values, dtype=object)
 
 
 def row_numbers(rows, n_rows: int) -> np.ndarray:
@@ -59,7 +66,7 @@ def requested_rows(rows, keys, train_keys: np.ndarray | None, n_rows: int, forgo
         if train_keys is None:
             raise InputError("forget(keys=...): this estimator was fitted without keys, so it has none; pass "
                              "keys=... to fit (user ids, one per row), or name row numbers with forget(rows=...)")
-        texts = canonical(normalize_keys(np.asarray(as_list(keys, "keys"), dtype=object), "keys"))
+        texts = canonical(normalize_keys(_key_array(as_list(keys, "keys")), "keys"))
         ids = rows_with_keys(train_keys, texts, source="forget(keys=...)")
         fresh = np.setdiff1d(ids, forgotten)
         if len(fresh) == 0:
