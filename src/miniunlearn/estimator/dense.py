@@ -17,9 +17,10 @@ rows and a Cholesky factor of it is instant, so exact Newton steps beat Newton-C
   H, less its backward error; ``mu_is_local`` then) or lambda when every parameter is penalised.
   Cost: passes over the forgotten rows, then three passes over the kept rows (curvature with the
   dense Hessian; the step's logit span). Accepted when the certificate is at most
-  ``tol * ||w + D - w_T||``; else up to two *chord* steps with the same factor (:func:`chord_step`:
-  four plain passes each, the curvature bound carried over by self-concordance); if those do not
-  certify either, the general method (certified Newton-CG) takes over.
+  ``tol * ||w + D - w_T||``; else more steps (five in all): *chord* steps with the same factor
+  (:func:`chord_step`: four plain passes each, the curvature bound carried over by
+  self-concordance) while the last step moved the logits little, else a new dense Newton step; if
+  none certifies, the general method (certified Newton-CG) takes over.
 """
 
 from __future__ import annotations

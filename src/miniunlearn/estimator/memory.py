@@ -45,6 +45,8 @@ from miniunlearn.solvers.newton import DEFAULT_TOL as TRAIN_TOL
 from miniunlearn.solvers.newton import newton_cg
 from miniunlearn.training.config import DEFAULT_CHUNK_ROWS
 
+DENSE_STEPS = 5        # Newton or chord steps the dense route tries before the general method takes over
+CHORD_MAX_SPAN = 0.1   # reuse a Hessian factor for the next step while the last step moved logits less than this
 # the certified solver's own words when a tolerance is finer than floating point can prove
 ROUNDING_STOP = "the tolerance is below what floating-point arithmetic can certify here"
 
@@ -186,8 +188,9 @@ def forget_rows(base: MemoryBase, ids: np.ndarray, tol: float, max_passes: int) 
 
 
 def _dense_forget(base: MemoryBase, context: UnlearnContext, tol: float) -> tuple[torch.Tensor, dict] | None:
-    """The dense route (:mod:`miniunlearn.estimator.dense`): step 0, then at most two exact Newton steps
-    on F_R, each certified; None when it does not apply or does not certify (the general method then runs)."""
+    """The dense route (:mod:`miniunlearn.estimator.dense`): step 0, then at most DENSE_STEPS Newton or
+    chord steps on F_R, each certified; None when it does not apply or does not certify (the general
+    method then runs)."""
     history, model = base.history, base.model
     r, m = len(context.forget_ids), base.n_rows - len(context.forget_ids)
     if model.n_params > dense.DENSE_MAX_PARAMS or not history.is_exact or r > m * STEP0_MAX_SHARE:
@@ -198,8 +201,10 @@ def _dense_forget(base: MemoryBase, context: UnlearnContext, tol: float) -> tupl
     w = dense.step0(context, history, penalty)
     objective = Objective(model, context.retained_rows, penalty)
     step = None
-    for newton in (1, 2, 3):
-        step = dense.dense_newton(objective, w) if step is None else dense.chord_step(objective, w, step)
+    for newton in range(1, DENSE_STEPS + 1):
+        # the previous point's factor is kept while its curvature still describes this point (a small span)
+        chord = step is not None and step["span"] <= CHORD_MAX_SPAN
+        step = dense.chord_step(objective, w, step) if chord else dense.dense_newton(objective, w)
         w = penalty.project(step["w"])
         moved = float((w - history.theta).norm())
         if step["certificate"] <= tol * moved:
