@@ -40,6 +40,7 @@ from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.progress import disabled as progress_disabled
 from miniunlearn.core.storage import atomic_write_json, read_json
 from miniunlearn.data import Dataset
+from miniunlearn.data.keys import canonical
 from miniunlearn.estimator import memory
 from miniunlearn.estimator.requests import check_not_everything, requested_rows
 from miniunlearn.runs import Run, train
@@ -72,8 +73,10 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
     penalize_intercept : bool, default=False
         Penalise the biases like the weights (False: a free intercept, as scikit-learn fits it).
     standardize : bool, default=False
-        Centre and scale the features by the training rows' mean and standard deviation (recomputed
-        on the kept rows by every :meth:`forget`, as a refit would).
+        Centre and scale the features by the training rows' mean and standard deviation, recomputed
+        on the kept rows by every in-memory :meth:`forget`, as a refit would (each such forget then
+        makes a new base: row numbers count the kept rows). A saved estimator keeps its base's
+        statistics until it is compacted, as the command line does.
     max_iter : int, default=100
         Newton iterations at most for a fit (it stops at ``||grad F|| <= 1e-9``).
     max_passes : int, default=1000
@@ -339,7 +342,8 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         if not base.has_keys:
             raise InputError("this estimator was fitted without keys")
         gone = np.unique(base.dataset.keys[base.forgotten])
-        return gone[~np.isin(gone, base.dataset.keys[base.kept_mask()])]
+        gone = gone[~np.isin(gone, base.dataset.keys[base.kept_mask()])]
+        return gone if gone.dtype.kind in "iu" else np.asarray(canonical(gone), dtype=object)
 
     # -------------------------------------------------------------------------------- saved directory
     def _forget_saved(self, rows, keys, options):
