@@ -12,8 +12,8 @@ optimum has ``w_1 = -w_0``, and scikit-learn's single row ``w_1 - w_0`` then car
 ``(alpha/4)||w_1 - w_0||^2`` (docs/sklearn.md derives it and checks it).
 
 Fit and forget run in memory (:mod:`miniunlearn.estimator.memory`): nothing is written, and a
-pickled, joblib-dumped or deep-copied estimator carries the rows, history and model it needs to
-forget. :meth:`~UnlearningLogisticRegression.save` writes a run directory (the CLI reads it:
+pickled (by any library) or deep-copied estimator carries the rows, history and model it needs
+to forget. :meth:`~UnlearningLogisticRegression.save` writes a run directory (the CLI reads it:
 ``ledger``, ``predict``, ``forget``) and binds the estimator to it: later requests are recorded in
 its deletion ledger, and copies of the bound estimator share the directory.
 

@@ -3,8 +3,8 @@
 A :class:`MemoryBase` holds the training rows (features as the model sees them, class numbers,
 keys), Mini-Unlearning's history at the base model w_T (:class:`~miniunlearn.history.MiniHistory`:
 w_T, G_D(w_T), L_D(w_T) and the curvature profile) and the rows forgotten since. It is plain data
-(numpy arrays, torch tensors), so ``pickle``, ``joblib`` and ``copy.deepcopy`` carry all of it and
-a copy forgets exactly like the original.
+(numpy arrays, torch tensors), so pickling (by any library) and ``copy.deepcopy`` carry all of
+it and a copy forgets exactly like the original.
 
 A deletion solves, from the base, for the optimum of the objective on the kept rows,
 
