@@ -25,6 +25,8 @@ _LAZY = {
     "load_dataset": "miniunlearn.data",
     "Dataset": "miniunlearn.data",
     "UnlearningLogisticRegression": "miniunlearn.estimator",
+    "UnlearningPipeline": "miniunlearn.estimator",
+    "forget_pipeline": "miniunlearn.estimator",
     "train": "miniunlearn.runs",
     "open_run": "miniunlearn.runs",
     "forget": "miniunlearn.service",
