@@ -27,6 +27,7 @@ reached; ``refine = 0`` reads no retained row and certifies nothing.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -163,14 +164,16 @@ class MiniUnlearning(UnlearningMethod):
                              f"passes), not both (got tol={self.tol:g}, refine={self.refine})")
 
     def unlearn(self, ctx: UnlearnContext):
+        loading = time.perf_counter()
         history = ctx.mini_history()
+        loading = time.perf_counter() - loading
         penalty = ctx.penalty
         n, r = history.n, len(ctx.forget_ids)
         m = n - r
         theta_T = history.theta
         preconditioner = HistoryPreconditioner(history, penalty)
         passes = dict.fromkeys(PASS_KINDS, 0.0)
-        stats: dict = {"curvature_profile": history.profile, "passes_by_kind": passes}
+        stats: dict = {"curvature_profile": history.profile, "passes_by_kind": passes, "history_load_s": loading}
         tol = None if self.refine is not None else (DEFAULT_TOL if self.tol is None else self.tol)
         budget = self.max_passes if self.refine is None else self.refine
         # (an approximate profile's step 0 costs one pass over U only, so it is always taken)
