@@ -20,8 +20,9 @@ Phi(x) = (P/n)(K x - b), solved by Anderson-accelerated iteration over the forgo
 Refinement (``tol`` or ``refine``). Newton-CG on F_R itself, preconditioned by P, globalised by
 an Armijo line search (the step to Delta_0 included), stopping as soon as the self-concordance
 certificate proves ||w - w_R|| <= tol ||w - w_T|| (:mod:`miniunlearn.solvers.certified_newton`).
-``refine = k`` instead spends a fixed budget of k passes over R and reports the certificate it
-reached; ``refine = 0`` reads no retained row and certifies nothing.
+``refine = k`` is the fixed-budget form of ``tol``: k passes over R, returning the furthest point
+reached with its certificate; ``refine = 0`` reads no retained row (certified where the history's
+retained Hessian at w_T bounds step 0 alone: docs, "Certificates without a pass over R").
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ class MiniUnlearning(UnlearningMethod):
                      help=f"refine until the certificate is <= tol * ||w - w_T||; None: {DEFAULT_TOL:g} unless "
                           "refine is given"),
         "refine": Param(None, Interval(Integral, 0, 1000), None,
-                        help="a fixed budget of passes over R instead of tol (0: read no retained row, no certificate)"),
+                        help="the fixed-budget form of tol: k passes over R, the furthest point reached with its "
+                             "certificate (0: read no retained row; certified where the history bounds step 0)"),
         "max_passes": Param(1000, Interval(Integral, 1, 100_000), help="tol: passes over R at most"),
         "fixed_point_tol": Param(1e-5, Interval(Real, 0, 1, closed="neither"),
                                  help="step 0: relative stop of the fixed-point iteration (its error estimate)"),

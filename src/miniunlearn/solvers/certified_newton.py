@@ -7,7 +7,7 @@ CG iteration the self-concordance certificate (:mod:`miniunlearn.solvers.certifi
 point w + D is evaluated from scalars CG already has (||D||, D^T H D, the residual, the exact
 logit span of D), and the solve stops as soon as the point is certified:
 
-    certificate(point) <= tol * ||point - w_ref||        (w_ref: the original model w_T)
+    certificate(point) <= tol * ||point - w_ref||        (w_ref: the current base's model w_T)
 
 Otherwise CG stops on an Eisenstat-Walker forcing term and an Armijo backtracking line search on
 F accepts w + t D, t = 1, 1/2, ...: F never increases, so the method converges from any start on
