@@ -51,6 +51,7 @@ from miniunlearn.solvers.certificate import (
 ARMIJO = 1e-4
 RECYCLED_PAIRS = 30
 POLISH_PRODUCTS = 6
+FORCING_POWER = 0.5  # CG stops at ||residual|| <= min(0.5, ||g||^power) ||g|| (Eisenstat-Walker)
 
 
 PASS_KINDS = ("gradient", "hvp", "line_search", "certificate")
@@ -246,7 +247,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
     """
     g = here.grad
     grad_norm = float(g.norm())
-    forcing = min(0.5, math.sqrt(grad_norm))
+    forcing = min(0.5, grad_norm ** FORCING_POWER)
     span = LogitSpan(here.cache)
     D = torch.zeros_like(g)
     residual = -g.clone()  # -(H D + g)
