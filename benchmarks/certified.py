@@ -3,8 +3,9 @@
 Three parts, each writing rows to ``benchmarks/results/certified/<part>.json``; ``report`` turns
 them into ``results.md``.
 
-``speed RUN`` -- for each forget ratio and seed, a seeded random forget set is removed from the
-run with ``mini --tol T`` and, in the same process, retrained from scratch with the run's own
+``speed RUN`` -- for each forget ratio and seed a seeded random forget set, and each whole class
+(``--classes``), is removed from the run with ``mini --tol T`` and, in the same process, retrained
+from scratch (for the requests in ``--retrain-requests``) with the run's own
 configuration (Newton-CG from zeros to its training tolerance). The retrained optimum is then
 polished to ``||grad F_R|| <= 1e-11`` (untimed), so the true distance ``||w - w_R||`` is known to
 within ``||grad F_R|| / lambda`` (strong convexity). Each row reports the certificate, the true
@@ -13,14 +14,21 @@ user's alternative: scikit-learn's ``LogisticRegression(warm_start=True)`` refit
 (lbfgs and newton-cg, the same objective: a constant feature column for the penalised intercept,
 ``C = 1 / (lambda |R|)``), timed at the smallest ``max_iter`` whose result is as close to w_R as
 Mini-Unlearning's. ``--retrain-seeds`` limits the from-scratch retraining (the time it divides)
-to some seeds; the others use the polished warm-started optimum for their distances only.
+to some seeds; the others use the polished warm-started optimum for their distances only. Each
+row records the passes over R by kind (gradient, Hessian-vector product, line search,
+certificate) and the time spent loading the history (``compute`` = the rest).
+
+``nopass RUN`` -- requests of a few random rows: is step 0 certified to ``--tol`` without a pass
+over R (the largest such size is the table's answer)?
 
 ``hard`` -- the ill-conditioned cases: digits and breast_cancer at l2 1e-5, linearly separable
 synthetic data at l2 1e-6, forget ratios 1 % to 90 %: ``--tol 1e-3`` must be reached, in fewer
 passes over the data than retraining from scratch.
 
-    .venv/bin/miniunlearn train --dataset fashion-mnist --l2 1e-3 --out runs/fm-1e-3
+    .venv/bin/miniunlearn train --dataset fashion-mnist --l2 1e-3 --out runs/fm-1e-3 \
+        --history exact:fast_build=0,defect=1
     .venv/bin/python benchmarks/certified.py speed runs/fm-1e-3 --seeds 0,1,2 --retrain-seeds 0 --sklearn-seeds 0
+    .venv/bin/python benchmarks/certified.py nopass runs/fm-1e-3 --sizes 1,2,5,10
     .venv/bin/python benchmarks/certified.py hard
     .venv/bin/python benchmarks/certified.py report
 """
