@@ -13,7 +13,7 @@ from miniunlearn.runs import train
 from miniunlearn.service import forget
 from miniunlearn.service.requests import random_forget_ids
 from miniunlearn.solvers.certificate import logit_span_bound, self_concordance_constant
-from tests.helpers import reference_optimum, softmax_hessian
+from tests.helpers import reference_optimum, softmax_hessian, softmax_objective
 
 N_NO_PASS = 300
 
@@ -23,12 +23,21 @@ class _Applied:
         self.apply = lambda v: P @ v
 
 
-def _no_pass_certificate(X, y, C, l2, forget_rows):
-    """Step 0 and its certificate from w_T, G_D(w_T), P = A^-1 (its defect measured) and the forgotten rows."""
+def _span(X, C, step):
+    """max_i span_c (Theta_step x~_i)_c, in numpy."""
+    Z = np.hstack([X, np.ones((len(X), 1))]) @ step.reshape(C, -1).T
+    return float((Z.max(axis=1) - Z.min(axis=1)).max())
+
+
+def _certificates(X, y, C, l2, forget_rows):
+    """Step 0 and its no-pass certificate from w_T, G_D(w_T), P = A^-1 (its defect measured) and the
+    forgotten rows; then the chord step from step 0 (the gradient there and the drift computed here
+    with numpy) and its certificate. Returns (w0, c0, w1, c1)."""
     n = len(y)
     w_T, _ = reference_optimum(X, y, C, l2)
     theta = torch.from_numpy(w_T)
-    model, penalty = LogisticRegression(X.shape[1], C), Penalty(LogisticRegression(X.shape[1], C), l2)
+    model = LogisticRegression(X.shape[1], C)
+    penalty = Penalty(model, l2)
     A = torch.from_numpy(softmax_hessian(X, C, l2, w_T))
     P = torch.linalg.inv(A)
     P = 0.5 * (P + P.T)
@@ -40,18 +49,26 @@ def _no_pass_certificate(X, y, C, l2, forget_rows):
     b = G_D - U.grad_sum + m * l2 * theta
     step = surrogate_step(_Applied(P), U, penalty, n, b, 1e-10, 300, 8)
     row_norm = float(np.linalg.norm(X, axis=1).max())
-    bound = reference_certificate(step, b, m, defect, theta, l2, self_concordance_constant(row_norm),
-                                  logit_span_bound(step.x, C, row_norm))
-    return theta - step.x, bound.after_step
+    R = self_concordance_constant(row_norm)
+    c0 = reference_certificate(step, b, m, defect, theta, l2, R, logit_span_bound(step.x, C, row_norm)).after_step
+    w0 = theta - step.x
+    keep = np.setdiff1d(np.arange(n), forget_rows)
+    g0 = torch.from_numpy(softmax_objective(X[keep], y[keep], C, l2)(w0.numpy())[1])
+    chord = surrogate_step(_Applied(P), U, penalty, n, m * g0, 1e-10, 300, 8)
+    drift = _span(X[keep], C, step.x.numpy())
+    c1 = reference_certificate(chord, m * g0, m, defect, w0, l2, R, logit_span_bound(chord.x, C, row_norm),
+                               drift=drift).after_step
+    return w0, c0, w0 - chord.x, c1
 
 
 @pytest.mark.slow
-def test_the_no_pass_certificate_bounds_the_true_distance_on_random_instances():
+def test_the_no_pass_and_chord_certificates_bound_the_true_distance_on_random_instances():
     """Standardised rows, tiny to large deletions, l2 from 1e-4 to 1: the certificate of step 0 read
-    from the history and the forgotten rows alone is never below the true distance."""
+    from the history and the forgotten rows alone, and that of the chord step after it (the history's
+    retained Hessian at w_T, the logit drift since w_T), are never below the true distance."""
     rng = np.random.default_rng(11)
     ds = load_dataset("synthetic:n_samples=3000,n_features=10,n_classes=3,seed=5")
-    checked, finite, violations = 0, 0, 0
+    checked, finite, violations = 0, [0, 0], [0, 0]
     while checked < N_NO_PASS:
         n = int(rng.integers(40, 200))
         rows = rng.choice(ds.n_train, size=n, replace=False)
@@ -65,14 +82,14 @@ def test_the_no_pass_certificate_bounds_the_true_distance_on_random_instances():
         keep = np.setdiff1d(np.arange(n), forget_rows)
         if len(np.unique(y[keep])) < 3:
             continue
-        w0, certificate = _no_pass_certificate(X, y, 3, l2, forget_rows)
+        w0, c0, w1, c1 = _certificates(X, y, 3, l2, forget_rows)
         w_R, error_R = reference_optimum(X[keep], y[keep], 3, l2)
-        true = float(np.linalg.norm(w0.numpy() - w_R))
-        finite += np.isfinite(certificate)
-        violations += true > certificate + error_R
+        for j, (w, certificate) in enumerate(((w0, c0), (w1, c1))):
+            finite[j] += np.isfinite(certificate)
+            violations[j] += float(np.linalg.norm(w.numpy() - w_R)) > certificate + error_R
         checked += 1
-    assert violations == 0
-    assert finite >= N_NO_PASS // 5  # and not vacuous
+    assert violations == [0, 0]
+    assert min(finite) >= N_NO_PASS // 5  # and not vacuous
 
 
 @pytest.fixture(scope="module")
