@@ -142,3 +142,28 @@ def test_certificate_of_an_exact_newton_step_is_nearly_the_step_itself(rng):
     true = np.linalg.norm(w - w_star)
     assert true <= bound.at_point <= 1.05 * true
     assert np.linalg.norm(w + D - w_star) <= bound.after_step < 0.05 * true
+
+
+def test_passes_are_counted_by_kind_and_add_up(pool):
+    ds = pool["synthetic"]
+    X, y = ds.X_train[:400], ds.y_train[:400].astype(np.int64)
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    objective = Objective(model, Rows(X, y), 1e-3)
+    R = self_concordance_constant(float(np.linalg.norm(X, axis=1).max()))
+    w0 = torch.zeros(model.n_params, dtype=torch.float64)
+    result = certified_newton_cg(objective, None, w0, w0, R=R, tol=1e-6, max_passes=500)
+    assert result.converged
+    assert sum(result.passes.values()) == pytest.approx(objective.passes)
+    assert result.passes["gradient"] == result.newton_iterations  # the start and every accepted line-search point
+    assert result.passes["hvp"] == result.cg_iterations and result.passes["certificate"] == 0
+    w_R, error = reference_optimum(X, y, ds.n_classes, 1e-3)
+    assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
+
+
+def test_the_drift_widens_the_spread_and_vanishes_at_zero():
+    from miniunlearn.solvers.certificate import phi_drift
+    for s in (0.0, 1e-3, 0.3, 2.0, 40.0):
+        assert phi_drift(s, 0.0) == phi(s)
+        assert phi(s) <= phi_drift(s, 1e-6) <= phi_drift(s, 0.1) <= phi_drift(s, 1.0)
+    # at s = 0 the spread is that of e^{+-drift} alone: 2 sinh(drift / 2) by the second bound
+    assert phi_drift(0.0, 0.2) == pytest.approx(2 * math.sinh(0.1), rel=1e-12)

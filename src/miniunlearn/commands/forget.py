@@ -149,8 +149,9 @@ def _print_result(p: dict) -> None:
                    "(default 1e-3); exit code 3 when --max-passes do not reach it.")
 @click.option("--max-passes", type=int, default=None, help="mini with --tol: passes over the retained rows at most.")
 @click.option("--refine", type=int, default=None,
-              help="mini: a fixed budget of passes over the retained rows instead of --tol (0 reads none and "
-                   "certifies nothing).")
+              help="mini: the fixed-budget form of --tol: K passes over the retained rows, returning the "
+                   "furthest point reached with its certificate (0 reads none; certified only where the history "
+                   "bounds step 0 alone).")
 @click.option("--workers", type=int, default=1, show_default=True, help="Parallel workers for gradient sums.")
 @click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help="Further method option (repeatable).")
 @click.option("--overwrite", is_flag=True, help="Replace existing results in --out.")

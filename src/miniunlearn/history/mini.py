@@ -12,7 +12,7 @@ import torch
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import load_tensors, save_tensors
 from miniunlearn.history.profiles import CurvatureProfile, available_profiles, choose_by_budget, make_profile
-from miniunlearn.history.profiles.base import profile_class
+from miniunlearn.history.profiles.base import DEFECT, profile_class
 from miniunlearn.history.profiles.exact import ExactProfile, exact_inverse
 from miniunlearn.models.objective import Objective
 
@@ -55,6 +55,7 @@ class MiniHistory:
     penalize_intercept: bool = True
     loss_sum: float | None = None  # L_D(w_T) = sum_i l_i(w_T): F_R(w_T) from the forgotten rows alone
     options: dict = field(default_factory=dict)  # the profile's options (its module documents the tensors)
+    max_row_norm: float | None = None  # max_i ||x_i|| over the training rows (bounds every retained row's norm)
 
     def curvature_profile(self) -> CurvatureProfile:
         return profile_class(self.profile)(**self.options)
@@ -62,6 +63,12 @@ class MiniHistory:
     @property
     def is_exact(self) -> bool:
         return profile_class(self.profile).exact
+
+    @property
+    def curvature_defect(self) -> float | None:
+        """A bound on ||(H_D + lambda M) P - I||_2 measured at build (exact profiles built in float64), or None."""
+        defect = self.tensors.get(DEFECT)
+        return None if defect is None else float(defect)
 
     @property
     def profile_bytes(self) -> int:
@@ -75,12 +82,15 @@ class MiniHistory:
     @property
     def nbytes(self) -> int:
         tensors = [self.theta, self.grad_sum, *self.tensors.values()]
-        return int(sum(t.numel() * t.element_size() for t in tensors)) + (8 if self.loss_sum is not None else 0)
+        scalars = sum(8 for v in (self.loss_sum, self.max_row_norm) if v is not None)
+        return int(sum(t.numel() * t.element_size() for t in tensors)) + scalars
 
     def save(self, path: str | Path) -> int:
         tensors = {"theta": self.theta, "grad_sum": self.grad_sum, **self.tensors}
         if self.loss_sum is not None:
             tensors["loss_sum"] = torch.tensor(self.loss_sum, dtype=torch.float64)
+        if self.max_row_norm is not None:
+            tensors["max_row_norm"] = torch.tensor(self.max_row_norm, dtype=torch.float64)
         meta = {"format": "miniunlearn-history/1", "profile": self.profile, "n": self.n, "l2": repr(self.l2),
                 "fingerprint": self.fingerprint, "penalize_intercept": str(self.penalize_intercept),
                 "profile_options": json.dumps(self.options, sort_keys=True)}
@@ -107,9 +117,11 @@ class MiniHistory:
                 raise RunError(f"history {path} is corrupted: tensor {name!r} holds NaN or inf")
         theta, grad_sum = tensors.pop("theta"), tensors.pop("grad_sum")
         loss_sum = tensors.pop("loss_sum", None)
+        max_row_norm = tensors.pop("max_row_norm", None)
         return cls(profile, theta, grad_sum, int(meta["n"]), float(meta["l2"]), meta["fingerprint"], tensors,
                    penalize_intercept=meta.get("penalize_intercept", "True") == "True",
-                   loss_sum=None if loss_sum is None else float(loss_sum), options=options)
+                   loss_sum=None if loss_sum is None else float(loss_sum), options=options,
+                   max_row_norm=None if max_row_norm is None else float(max_row_norm))
 
 
 def exact_curvature(objective: Objective, theta: torch.Tensor, dtype: torch.dtype = torch.float64) -> dict:
@@ -134,10 +146,12 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: "str 
         profile = make_profile(profile, **options)
     start = time.perf_counter()
     loss_sum, grad_sum = objective.rows.map_reduce(lambda X, y: objective.model.loss_grad_sum(theta, X, y))
+    row_norm = objective.rows.map_reduce(lambda X, y: float((X * X).sum(dim=1).max()) if len(X) else 0.0,
+                                         reduce=max) ** 0.5
     tensors = profile.build(objective, theta)
     history = MiniHistory(profile.name, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
                           penalize_intercept=objective.penalty.penalize_intercept, loss_sum=float(loss_sum),
-                          options=dict(profile.options))
+                          options=dict(profile.options), max_row_norm=row_norm)
     history.info = {"build_time_s": time.perf_counter() - start, "profile_spec": profile.spec(),
                     **getattr(profile, "info", {})}
     return history

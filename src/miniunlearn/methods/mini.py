@@ -20,12 +20,16 @@ Phi(x) = (P/n)(K x - b), solved by Anderson-accelerated iteration over the forgo
 Refinement (``tol`` or ``refine``). Newton-CG on F_R itself, preconditioned by P, globalised by
 an Armijo line search (the step to Delta_0 included), stopping as soon as the self-concordance
 certificate proves ||w - w_R|| <= tol ||w - w_T|| (:mod:`miniunlearn.solvers.certified_newton`).
-``refine = k`` instead spends a fixed budget of k passes over R and reports the certificate it
-reached; ``refine = 0`` reads no retained row and certifies nothing.
+``refine = k`` is the fixed-budget form of ``tol``: k passes over R, returning the furthest point
+reached with its certificate; ``refine = 0`` reads no retained row (certified where the history's
+retained Hessian at w_T bounds step 0 alone: docs, "Certificates without a pass over R").
 """
 
 from __future__ import annotations
 
+import math
+import time
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
@@ -35,8 +39,13 @@ from miniunlearn.core.errors import InputError
 from miniunlearn.core.params import Interval, Param
 from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models import CachedCurvature, Objective, Rows
-from miniunlearn.solvers.certificate import self_concordance_constant
-from miniunlearn.solvers.certified_newton import ARMIJO, certified_newton_cg
+from miniunlearn.solvers.certificate import (
+    NewtonCertificate,
+    logit_span_bound,
+    newton_certificate,
+    self_concordance_constant,
+)
+from miniunlearn.solvers.certified_newton import ARMIJO, PASS_KINDS, certified_newton_cg
 from miniunlearn.solvers.fixed_point import anderson
 
 FORGET_CHUNK_ROWS = 2048  # small enough that a chunk stays in cache between its two products
@@ -45,6 +54,11 @@ DEFAULT_TOL = 1e-3
 # costs more than the few passes over R it saves (measured on Fashion-MNIST), so tol-driven runs
 # start their Newton-CG at w_T instead.
 STEP0_MAX_SHARE = 0.25
+# The chord step (a second solve with the history's retained Hessian at w_T, over U, after the first
+# pass) certifies small deletions after one pass over R; it costs as much as step 0, which stops
+# paying once U is more than this share of R (Newton-CG then needs a few products anyway).
+CHORD_MAX_SHARE = 0.02
+CHORD_TOL = 1e-8  # the chord solve's relative fixed-point stop (its residual enters the certificate exactly)
 
 
 def forget_curvature(ctx: UnlearnContext, theta_T: torch.Tensor) -> CachedCurvature:
@@ -80,6 +94,48 @@ def solve_surrogate(preconditioner: HistoryPreconditioner, forget: CachedCurvatu
     return anderson(phi, torch.zeros_like(rhs), tol, max_iter, depth, progress=progress)
 
 
+@dataclass
+class SurrogateStep:
+    """x ~= J^-1 rhs for J = n P^-1 - K (K = H_U(w_T) + r lambda M; J = m Hess F_R(w_T) for the exact
+    profile), with what a certificate needs and no pass over R: x = phi(previous) gives
+    n P^-1 x = K previous + rhs (``image``) and J x - rhs = K (previous - x) (``residual``) exactly
+    for the stored P."""
+
+    x: torch.Tensor
+    residual: torch.Tensor
+    image: torch.Tensor
+    fixed: object  # the fixed-point solver's result
+
+
+def surrogate_step(preconditioner, forget: CachedCurvature, penalty, n: int, rhs: torch.Tensor, tol: float,
+                   max_iter: int, depth: int, progress=None) -> SurrogateStep:
+    """:func:`solve_surrogate` and its exact residual (two more products over the forgotten rows)."""
+    fixed = solve_surrogate(preconditioner, forget, penalty, n, rhs, tol, max_iter, depth, progress)
+    r = len(forget.rows)
+    K_previous = forget.hvp_sum(fixed.previous) + r * penalty.grad(fixed.previous)
+    K_x = forget.hvp_sum(fixed.x) + r * penalty.grad(fixed.x)
+    return SurrogateStep(fixed.x, K_previous - K_x, K_previous + rhs, fixed)
+
+
+def reference_certificate(step: SurrogateStep, rhs: torch.Tensor, m: int, defect: float, point: torch.Tensor,
+                          mu: float, R: float, span: float, drift: float = 0.0) -> NewtonCertificate:
+    """The certificate of the step D = -x at ``point`` (gradient rhs / m) measured with the history's
+    retained Hessian at w_T, J / m, instead of the Hessian at ``point``: ``drift`` bounds the logit
+    change from w_T to ``point`` on every retained row, ``span`` that of D.
+
+    The stored P is trusted up to its measured ``defect`` >= ||A P - I|| (A = H_D + lambda M):
+    (J_true - J) x = n (A - P^-1) x = F (n P^-1 x), so ||.|| <= defect ||image|| enlarges the residual
+    and x^T J x (docs/mini-unlearning.md, "Certificates without a pass over R").
+    """
+    x = step.x
+    slack = defect * float(step.image.norm())
+    residual = (float(step.residual.norm()) + slack) / m
+    curvature = (float(x @ (rhs + step.residual)) + float(x.norm()) * slack) / m
+    hd_norm = (float((rhs + step.residual).norm()) + slack) / m
+    return newton_certificate(float(x.norm()), curvature, residual, span, float(rhs.norm()) / m, hd_norm, R, mu,
+                              float(point.norm()), drift=drift)
+
+
 @register
 class MiniUnlearning(UnlearningMethod):
     """Mini-Unlearning (see the module docstring for the formulas)."""
@@ -94,7 +150,8 @@ class MiniUnlearning(UnlearningMethod):
                      help=f"refine until the certificate is <= tol * ||w - w_T||; None: {DEFAULT_TOL:g} unless "
                           "refine is given"),
         "refine": Param(None, Interval(Integral, 0, 1000), None,
-                        help="a fixed budget of passes over R instead of tol (0: read no retained row, no certificate)"),
+                        help="the fixed-budget form of tol: k passes over R, the furthest point reached with its "
+                             "certificate (0: read no retained row; certified where the history bounds step 0)"),
         "max_passes": Param(1000, Interval(Integral, 1, 100_000), help="tol: passes over R at most"),
         "fixed_point_tol": Param(1e-5, Interval(Real, 0, 1, closed="neither"),
                                  help="step 0: relative stop of the fixed-point iteration (its error estimate)"),
@@ -109,54 +166,123 @@ class MiniUnlearning(UnlearningMethod):
                              f"passes), not both (got tol={self.tol:g}, refine={self.refine})")
 
     def unlearn(self, ctx: UnlearnContext):
+        loading = time.perf_counter()
         history = ctx.mini_history()
+        loading = time.perf_counter() - loading
         penalty = ctx.penalty
         n, r = history.n, len(ctx.forget_ids)
         m = n - r
         theta_T = history.theta
         preconditioner = HistoryPreconditioner(history, penalty)
-        stats: dict = {"curvature_profile": history.profile}
+        passes = dict.fromkeys(PASS_KINDS, 0.0)
+        stats: dict = {"curvature_profile": history.profile, "passes_by_kind": passes, "history_load_s": loading}
+        tol = None if self.refine is not None else (DEFAULT_TOL if self.tol is None else self.tol)
+        budget = self.max_passes if self.refine is None else self.refine
         # (an approximate profile's step 0 costs one pass over U only, so it is always taken)
         refine_only = self.refine is None and r > m * STEP0_MAX_SHARE and history.is_exact
-        step0 = None
+        # the history's retained Hessian at w_T certifies steps without a pass over R (exact profiles
+        # with a measured defect, every parameter penalised: lambda bounds the curvature everywhere)
+        mu = penalty.strong_convexity
+        referenced = history.is_exact and history.curvature_defect is not None and mu > 0
+        step0 = forget = None
         if not refine_only:
             forget = forget_curvature(ctx, theta_T)
             b = history.grad_sum - forget.grad_sum + m * penalty.grad(theta_T)  # S(0) = m grad F_R(w_T), exact
-            step0 = self._step0(preconditioner, forget, penalty, history, b, m, stats, ctx.progress)
-            ctx.forget_rows.rows_read += forget.rows.rows_read
-        if self.refine == 0:
-            return theta_T + step0, {**stats, "certificate": None}
-        tol = None if self.refine is not None else (DEFAULT_TOL if self.tol is None else self.tol)
-        max_passes = self.max_passes if self.refine is None else self.refine
+            step0, surrogate = self._step0(preconditioner, forget, penalty, history, b, m, stats, ctx.progress)
+            certificate0 = None
+            if referenced and history.max_row_norm is not None and surrogate is not None:
+                certificate0 = self._no_pass_certificate(surrogate, b, m, history, theta_T, mu, ctx.model)
+            stats["step0_certificate"] = certificate0
+            certified0 = certificate0 is not None and math.isfinite(certificate0)
+            done = certified0 and tol is not None and certificate0 <= tol * float(step0.norm())
+            if done or self.refine == 0:
+                ctx.forget_rows.rows_read += forget.rows.rows_read
+                return theta_T + step0, self._summary(stats, theta_T + step0, theta_T, certificate0, tol,
+                                                      "step 0 certified without a pass over R" if done else
+                                                      "refine 0: no pass over R")  # (certified if it can be)
         if not penalty.penalize_intercept:
             self._check_free_intercept(ctx)
         objective = Objective(ctx.model, ctx.retained_rows, penalty)
         # When R is the smaller part, the history's curvature (of all rows) says little about F_R's:
         # precondition by the Jacobi diagonal of each iterate instead.
         jacobi = r > m
+        offers, initial_step = [], None
         if step0 is None:  # many rows are forgotten: Newton-CG on F_R from w_T (step 0 would cost more than it saves)
             start, w_start = objective.curvature(theta_T, diag=jacobi, value=True, row_norm=True), theta_T
+            passes["gradient"] += objective.passes
             stats["start"] = "w_T"
+            R = self_concordance_constant(start.cache.max_row_norm)
         else:
-            start, w_start = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats, jacobi)
+            start, w_start, t = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats,
+                                                       passes, jacobi, span=referenced)
             stats["start"] = "step 0"
-        R = self_concordance_constant(start.cache.max_row_norm)
+            R = self_concordance_constant(start.cache.max_row_norm)
+            if referenced and t == 1.0:  # step 0 again, with its exact logit span over R from this pass
+                offers.append((reference_certificate(surrogate, b, m, history.curvature_defect, theta_T, mu, R,
+                                                     start.cache.span).after_step, w_start))
+            if history.is_exact and r <= CHORD_MAX_SHARE * m:
+                initial_step = self._chord(preconditioner, forget, penalty, history, start, w_start,
+                                           t * start.cache.span if referenced else None, m, mu, R, offers, stats,
+                                           ctx.progress)
+            elif tol is None and not jacobi:  # a fixed budget: every pass moves; this one by the history's step
+                initial_step = -penalty.project(preconditioner.apply(start.grad))
+                offers.append((math.inf, w_start + initial_step))
+        if forget is not None:
+            ctx.forget_rows.rows_read += forget.rows.rows_read
         stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
         result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T,
-                                     R=R, tol=tol,
-                                     max_passes=max_passes - objective.passes, start=start, progress=ctx.progress)
-        moved = float((result.w - theta_T).norm())
-        stats.update(certificate=result.certificate,
-                     certified_relative=result.certificate / moved if moved > 0 else float("inf"),
-                     converged=result.converged if tol is not None else True, tol=tol,
-                     newton_iterations=result.newton_iterations, cg_iterations=result.cg_iterations,
-                     refine_stop=result.stop, self_concordance_constant=R)
+                                     R=R, tol=tol, max_passes=budget - objective.passes, start=start,
+                                     progress=ctx.progress, offers=offers, initial_step=initial_step)
+        for kind, count in result.passes.items():
+            passes[kind] += count
+        summary = self._summary(stats, result.w, theta_T, result.certificate, tol, result.stop)
+        summary.update(newton_iterations=result.newton_iterations, cg_iterations=result.cg_iterations,
+                       self_concordance_constant=R)
         if tol is not None and not result.converged:
-            relative = stats["certified_relative"]
+            relative = summary["certified_relative"]
             reached = (f"= {relative:.3g} x ||w - w_T||" if np.isfinite(relative) else "(no step from w_T certified yet)")
-            stats["failure"] = (f"certificate {result.certificate:.3g} {reached} after {objective.passes:.0f} passes "
-                                f"over the retained rows; tol {tol:g} not reached (raise max_passes)")
-        return result.w, stats
+            summary["failure"] = (f"certificate {result.certificate:.3g} {reached} after {objective.passes:.0f} passes "
+                                  f"over the retained rows; tol {tol:g} not reached (raise max_passes)")
+        return result.w, summary
+
+    @staticmethod
+    def _summary(stats: dict, w: torch.Tensor, theta_T: torch.Tensor, certificate, tol, stop: str) -> dict:
+        """The result's certificate fields: ``certificate`` (None when nothing was certified),
+        ``certified_relative`` = certificate / ||w - w_T||, ``converged`` (the tolerance reached)."""
+        moved = float((w - theta_T).norm())
+        finite = certificate is not None and math.isfinite(certificate)
+        relative = certificate / moved if finite and moved > 0 else float("inf")
+        converged = True if tol is None else bool(finite and certificate <= tol * moved)
+        return {**stats, "certificate": certificate if finite else None,
+                "certified_relative": relative if finite else None, "converged": converged, "tol": tol,
+                "refine_stop": stop}
+
+    @staticmethod
+    def _no_pass_certificate(surrogate, b, m, history, theta_T, mu, model) -> float:
+        """The bound on ||w_T + Delta_0 - w_R|| from the forgotten rows and the history alone: the
+        certificate of the Newton step at w_T with the history's retained Hessian, the logit span of
+        Delta_0 bounded by norms (docs/mini-unlearning.md)."""
+        R = self_concordance_constant(history.max_row_norm)
+        span = logit_span_bound(surrogate.x, model.n_classes, history.max_row_norm)
+        return reference_certificate(surrogate, b, m, history.curvature_defect, theta_T, mu, R, span).after_step
+
+    def _chord(self, preconditioner, forget, penalty, history, here, w, drift, m, mu, R, offers, stats, progress):
+        """The step -J^-1 (m grad F_R(w)) with the history's retained Hessian J at w_T (a chord Newton
+        step; no pass over R), certified with the logit ``drift`` from w_T when the history's defect is
+        known (``drift`` None: not certified by itself). Appends w and w + step to ``offers``; the step
+        is also CG's first guess of the Newton step at w."""
+        rhs = m * here.grad
+        chord = surrogate_step(preconditioner, forget, penalty, history.n, rhs, CHORD_TOL, self.max_iter,
+                               self.anderson_depth, progress)
+        stats["chord_iterations"] = chord.fixed.iterations
+        if drift is None:
+            offers.append((math.inf, w - chord.x))
+            return -chord.x
+        span = logit_span_bound(chord.x, forget.model.n_classes, here.cache.max_row_norm)
+        bound = reference_certificate(chord, rhs, m, history.curvature_defect, w, mu, R, span, drift=drift)
+        stats["chord_certificate"] = bound.after_step
+        offers += [(bound.at_point, w), (bound.after_step, w - chord.x)]
+        return -chord.x
 
     @staticmethod
     def _check_free_intercept(ctx: UnlearnContext) -> None:
@@ -170,36 +296,42 @@ class MiniUnlearning(UnlearningMethod):
     def _step0(self, preconditioner, forget, penalty, history, b, m, stats, progress):
         """Delta_0 = -J_0^-1 b by the contraction over the forgotten rows (exact profile), or the
         influence step -P b / m (an approximate P makes n P^-1 - H_U a poor model of the retained
-        Hessian and the contraction can diverge; m P^-1 models it as m times the full one)."""
+        Hessian and the contraction can diverge; m P^-1 models it as m times the full one).
+        Returns Delta_0 and the surrogate solve (None for the influence step)."""
         if not history.is_exact:
             stats.update(iterations=0)
-            return -penalty.project(preconditioner.apply(b)) / m
-        fixed = solve_surrogate(preconditioner, forget, penalty, history.n, b, self.fixed_point_tol, self.max_iter,
-                                self.anderson_depth, progress)
+            return -penalty.project(preconditioner.apply(b)) / m, None
+        step = surrogate_step(preconditioner, forget, penalty, history.n, b, self.fixed_point_tol, self.max_iter,
+                              self.anderson_depth, progress)
+        fixed = step.fixed
         stats.update(iterations=fixed.iterations, contraction_estimate=fixed.contraction_factor,
                      fixed_point_error_estimate=fixed.banach_bound, fixed_point_converged=fixed.converged)
-        return -fixed.x
+        return -step.x, step
 
     @staticmethod
-    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats,
-                          diag: bool = False):
+    def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats, passes,
+                          diag: bool = False, span: bool = False):
         """Accept w_T + t step0 with the largest t in 1, 1/2, ... that passes Armijo's test on F_R.
 
         F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)
         when the history holds L_D(w_T); otherwise one pass computes them. ``diag``: also the Hessian
-        diagonal at the accepted point (for a Jacobi preconditioner).
+        diagonal at the accepted point (for a Jacobi preconditioner); ``span``: also the logit span of
+        step0 over R (for its certificate). Returns the curvature there, the point and t.
         """
         penalty = objective.penalty
         if history.loss_sum is not None:
             value_T = (history.loss_sum - forget.loss_sum) / m + penalty.value(theta_T)
         else:
             value_T = objective.curvature(theta_T, diag=False, value=True).value
+            passes["line_search"] += 1
         slope = float((b / m) @ step0)
         t = 1.0
         while True:
             point = theta_T + t * step0
-            here = objective.curvature(point, diag=diag, value=True, row_norm=True)
+            here = objective.curvature(point, diag=diag, value=True, row_norm=True, span_of=step0 if span else None)
             if here.value <= value_T + ARMIJO * t * slope or t < 1e-8:
+                passes["gradient"] += 1
                 stats["first_step_length"] = t
-                return here, point
+                return here, point, t
+            passes["line_search"] += 1
             t *= 0.5

@@ -26,13 +26,15 @@ class CachedCurvature:
 
     After construction (one pass): ``grad_sum`` = sum_i grad l_i(theta) if ``grad`` was asked for,
     ``diag_sum`` = the diagonal of sum_i Hess l_i(theta) if ``diag`` was, ``loss_sum`` = sum_i l_i(theta)
-    if ``loss`` was, ``max_row_norm`` = max_i ||x_i|| if ``row_norm`` was; :meth:`hvp_sum` gives
+    if ``loss`` was, ``max_row_norm`` = max_i ||x_i|| if ``row_norm`` was, ``span`` = max_i span_c of the
+    directional logits ``Theta_v x~_i`` of ``span_of`` = v if given; :meth:`hvp_sum` gives
     ``sum_i Hess l_i(theta) v``, one more pass each (counted in ``rows.rows_read``). Across
     processes every sum is over this process's chunks and then all-reduced.
     """
 
     def __init__(self, model, rows: Rows, theta: torch.Tensor, keep_rows: bool = False, grad: bool = False,
-                 diag: bool = False, loss: bool = False, row_norm: bool = False):
+                 diag: bool = False, loss: bool = False, row_norm: bool = False,
+                 span_of: torch.Tensor | None = None):
         self.model, self.rows, self.theta = model, rows, theta
         self.bounds = rows.local_chunk_bounds()
         first, last = self.bounds[0][0], self.bounds[-1][1]
@@ -43,6 +45,7 @@ class CachedCurvature:
         diag_sum = torch.zeros(model.n_params, dtype=theta.dtype) if diag else None
         loss_sum = torch.zeros((), dtype=theta.dtype)
         max_row_norm_sq = 0.0
+        span = 0.0
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
             probs = buffer[start - first:stop - first]
@@ -56,6 +59,9 @@ class CachedCurvature:
                 diag_sum += model.hessian_diag_sum(X, probs)
             if row_norm and len(X):
                 max_row_norm_sq = max(max_row_norm_sq, float((X * X).sum(dim=1).max()))
+            if span_of is not None and len(X):
+                u = model.directional_logits(X, span_of[:, None])[:, 0, :]
+                span = max(span, float((u.amax(dim=1) - u.amin(dim=1)).max()))
             if self.kept is not None:
                 self.kept.append(X)
             self.probs.append(probs)
@@ -65,6 +71,7 @@ class CachedCurvature:
         self.diag_sum = None if diag_sum is None else distributed.all_reduce_sum(diag_sum)
         self.loss_sum = float(distributed.all_reduce_sum(loss_sum)) if loss else None
         self.max_row_norm = distributed.all_reduce_max(max_row_norm_sq) ** 0.5 if row_norm else None
+        self.span = distributed.all_reduce_max(span) if span_of is not None else None
 
     def _features(self, j: int) -> torch.Tensor:
         return self.kept[j] if self.kept is not None else self.rows.chunk(*self.bounds[j])[0]

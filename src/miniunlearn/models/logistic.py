@@ -99,9 +99,13 @@ class LogisticRegression:
         return self.loss_grad_sum(theta, X, y)[1]
 
     def directional_logits(self, X: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """``u_i = Theta_v x~_i``, the change of every row's logits along v: (n, k, C) for v of shape (p, k)."""
-        blocks = v.T.reshape(v.shape[1], self.n_classes, self.n_features + 1)
-        return torch.einsum("nd,kcd->nkc", X, blocks[:, :, :-1]) + blocks[:, :, -1][None]
+        """``u_i = Theta_v x~_i``, the change of every row's logits along v: (n, k, C) for v of shape (p, k).
+
+        One matrix product ``X W_v^T`` with the k C weight rows stacked (a GEMM; an einsum over the
+        (n, k, C) layout was ten times slower), plus the biases."""
+        k, C, d1 = v.shape[1], self.n_classes, self.n_features + 1
+        blocks = v.T.reshape(k * C, d1)
+        return torch.addmm(blocks[:, -1], X, blocks[:, :-1].T).view(X.shape[0], k, C)
 
     def hvp_sum(self, X: torch.Tensor, probs: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """``sum_i Hess l_i v`` at the point whose softmax probabilities are ``probs``; v is (p,) or (p, k)."""
@@ -111,11 +115,14 @@ class LogisticRegression:
         return out[:, 0] if single else out
 
     def hvp_from_logits(self, X: torch.Tensor, probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """``sum_i ((diag p_i - p_i p_i^T) u_i) (x) x~_i`` for directional logits u (n, k, C): (p, k)."""
+        """``sum_i ((diag p_i - p_i p_i^T) u_i) (x) x~_i`` for directional logits u (n, k, C): (p, k).
+
+        The rows' weights s_i = (diag p_i - p_i p_i^T) u_i, then one GEMM ``S^T X`` for all k C rows."""
+        n, k, C = u.shape
         pu = probs[:, None, :] * u
-        s = pu - probs[:, None, :] * pu.sum(dim=2, keepdim=True)
-        out = torch.einsum("nkc,nd->kcd", s, X)
-        return torch.cat([out, s.sum(dim=0)[..., None]], dim=2).reshape(u.shape[1], -1).T
+        s = (pu - probs[:, None, :] * pu.sum(dim=2, keepdim=True)).reshape(n, k * C)
+        out = torch.cat([s.T @ X, s.sum(dim=0)[:, None]], dim=1)  # (k C, d + 1)
+        return out.reshape(k, -1).T
 
     def hessian_diag_sum(self, X: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
         """The diagonal of ``sum_i Hess l_i``: ``sum_i p_ic (1 - p_ic) x~_ij^2``."""

@@ -43,13 +43,15 @@ class Objective:
         return self.rows.map_reduce(lambda X, y: self.model.grad_sum(theta, X, y))
 
     def curvature(self, theta: torch.Tensor, diag: bool = True, value: bool = False,
-                  row_norm: bool = False) -> "Curvature":
+                  row_norm: bool = False, span_of: torch.Tensor | None = None) -> "Curvature":
         """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`).
 
         With ``value`` the same pass also gives F_S(theta) and its gradient (``Curvature.value``,
-        ``Curvature.grad``), with ``row_norm`` the largest row norm of the features.
+        ``Curvature.grad``), with ``row_norm`` the largest row norm of the features, with ``span_of`` = v
+        the largest logit span of v over the rows (``Curvature.cache.span``; one more product per chunk).
         """
-        cache = CachedCurvature(self.model, self.rows, theta, diag=diag, grad=value, loss=value, row_norm=row_norm)
+        cache = CachedCurvature(self.model, self.rows, theta, diag=diag, grad=value, loss=value, row_norm=row_norm,
+                                span_of=span_of)
         return Curvature(cache, self.n, self.penalty, theta)
 
     def hessian_loss_mean(self, theta: torch.Tensor, dtype: torch.dtype = torch.float64,

@@ -23,6 +23,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
+
 SQRT2 = math.sqrt(2.0)
 # Round-off. The residual is inflated by this share of ||g|| + ||H D|| before it enters the bound,
 # and every bound gets a floor of FLOOR * (R + mu ||w||) / mu: a computed gradient is no more
@@ -74,6 +76,25 @@ def phi(s: float) -> float:
     return phi_inverse_lower(s) if s > 30.0 else min(phi_inverse_lower(s), phi_sqrt(s))
 
 
+def phi_drift(s: float, drift: float) -> float:
+    """:func:`phi` when the curvature H the step was measured with is that of a point whose logits differ by
+    up to ``drift`` from the start of the segment (a reference Hessian, e.g. the history's at w_T).
+
+    Along the segment the Hessian then lies between e^{-drift} psi_lo(s) H and e^{drift} psi_hi(s) H, so
+    with e in [e^{-drift} psi_lo - 1, e^{drift} psi_hi - 1]: phi_1 = max |e| / (1 + e) and
+    phi_2 = max |e| / sqrt(1 + e) at the two ends. ``drift = 0`` gives :func:`phi`.
+    """
+    if drift <= 0.0:
+        return phi(s)
+    if s > 30.0 or drift > 30.0:
+        return math.exp(drift) * (phi_inverse_lower(s) + 1.0) - 1.0
+    lo = math.exp(-drift) * (-math.expm1(-s) / s if s > 1e-12 else 1.0)
+    hi = math.exp(drift) * (math.expm1(s) / s if s > 1e-12 else 1.0)
+    phi_1 = max(1.0 / lo - 1.0, 1.0 - 1.0 / hi)
+    phi_2 = max((hi - 1.0) / math.sqrt(hi), (1.0 - lo) / math.sqrt(lo))
+    return min(phi_1, phi_2)
+
+
 def _phi_slope(s: float) -> float:
     """d/ds of phi_inverse_lower (an upper bound of phi's growth, for the Newton search below)."""
     if s < 1e-4:
@@ -83,11 +104,12 @@ def _phi_slope(s: float) -> float:
     return (den - s * e) / (den * den)
 
 
-def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200, spread=None) -> float:
+def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200, spread=None,
+                  drift: float = 0.0) -> float:
     """A verified y >= the smallest root of ``y = a + b phi(s0 + R y)``, or inf when there is none.
 
     ``spread`` replaces ``phi`` (e.g. by :func:`phi_inverse_lower` alone, where the second bound
-    inside ``phi`` does not apply).
+    inside ``phi`` does not apply); ``drift`` > 0 uses :func:`phi_drift` (a reference Hessian).
 
     Any y with ``a + b phi(s0 + R y) < y`` certifies (a continuity argument: docs), so the result
     is checked, not trusted: Newton's method on the convex ``h(y) = a + b phi_1(s0 + R y) - y``
@@ -99,17 +121,19 @@ def smallest_root(a: float, b: float, s0: float, R: float, max_iter: int = 200, 
         return math.inf
     if b == 0.0:
         return a
-    spread = phi if spread is None else spread
+    if spread is None:
+        spread = phi if drift <= 0.0 else (lambda s: phi_drift(s, drift))
+    grow = math.exp(max(drift, 0.0))  # the convex majorant e^drift (1 + phi_1) - 1 drives the Newton search
 
     def f(y: float) -> float:
         return a + b * spread(s0 + R * y)
 
     y = 0.0
     for _ in range(max_iter):
-        h = a + b * phi_inverse_lower(s0 + R * y) - y
+        h = a + b * (grow * (phi_inverse_lower(s0 + R * y) + 1.0) - 1.0) - y
         if h <= 0.0:
             break
-        slope = b * R * _phi_slope(s0 + R * y) - 1.0
+        slope = b * R * grow * _phi_slope(s0 + R * y) - 1.0
         if slope >= 0.0:
             return math.inf  # h is convex, positive and no longer decreasing: no root
         step = y - h / slope
@@ -154,7 +178,7 @@ def gradient_bound(grad_norm: float, R: float, mu: float, point_norm: float) -> 
 
 def newton_certificate(step_norm: float, step_curvature: float, residual_norm: float, step_span: float,
                        grad_norm: float, hd_norm: float, R: float, mu: float, point_norm: float,
-                       mu_is_local: bool = False) -> NewtonCertificate:
+                       mu_is_local: bool = False, drift: float = 0.0) -> NewtonCertificate:
     """Evaluate (1) for a step D at a point w: ``step_curvature`` = D^T H D, ``step_span`` = s0,
     ``hd_norm`` = ||H D||, ``point_norm`` = ||w||.
 
@@ -165,6 +189,11 @@ def newton_certificate(step_norm: float, step_curvature: float, residual_norm: f
     through ||H^{-1/2}||: y <= a + (a + b) phi_1(s0 + R y), the same equation with b -> a + b and
     phi_1 alone (the second bound inside phi goes through a global mu). The strong-convexity
     fallback ||g|| / mu does not hold then.
+
+    ``drift``: H is not the Hessian at w but a *reference* Hessian, that of a point w_ref whose
+    logits differ from w's by at most ``drift`` on every row (``drift = N(w - w_ref)``), e.g. the
+    retained Hessian at w_T that the history gives without a pass over the rows; then
+    ``phi_drift`` replaces ``phi`` (docs/mini-unlearning.md, "Certificates with a reference Hessian").
     """
     if not mu > 0:
         return NewtonCertificate(math.inf, math.inf)
@@ -173,7 +202,20 @@ def newton_certificate(step_norm: float, step_curvature: float, residual_norm: f
     b = math.sqrt(max(step_curvature, 0.0) / mu)
     floor = rounding_floor(R, mu, point_norm + step_norm)
     if mu_is_local:
+        if drift > 0.0:
+            return NewtonCertificate(math.inf, math.inf)
         after = smallest_root(a, a + b, step_span, R, spread=phi_inverse_lower) + floor
         return NewtonCertificate(after, step_norm + after)
-    after = smallest_root(a, b, step_span, R) + floor
+    after = smallest_root(a, b, step_span, R, drift=drift) + floor
     return NewtonCertificate(after, min(step_norm + after, gradient_bound(grad_norm, R, mu, point_norm)))
+
+
+def logit_span_bound(step: torch.Tensor, n_classes: int, max_row_norm: float) -> float:
+    """An upper bound on N(D) = max_i span_c (Theta_D x~_i)_c from norms alone (no pass over the rows):
+    span_c (Theta_D x~)_c = max_{c,c'} (theta_c - theta_c') . x~ <= max_{c,c'} ||theta_c - theta_c'|| ||x~||,
+    with ||x~||^2 = ||x||^2 + 1 <= max_row_norm^2 + 1."""
+    blocks = step.view(n_classes, -1)
+    sq = (blocks * blocks).sum(dim=1)
+    gram = blocks @ blocks.T
+    diff = (sq[:, None] + sq[None, :] - 2.0 * gram).clamp_min(0.0).max()
+    return float(diff.sqrt()) * math.sqrt(float(max_row_norm) ** 2 + 1.0) * (1.0 + 1e-12)

@@ -7,18 +7,23 @@ CG iteration the self-concordance certificate (:mod:`miniunlearn.solvers.certifi
 point w + D is evaluated from scalars CG already has (||D||, D^T H D, the residual, the exact
 logit span of D), and the solve stops as soon as the point is certified:
 
-    certificate(point) <= tol * ||point - w_ref||        (w_ref: the original model w_T)
+    certificate(point) <= tol * ||point - w_ref||        (w_ref: the current base's model w_T)
 
 Otherwise CG stops on an Eisenstat-Walker forcing term and an Armijo backtracking line search on
 F accepts w + t D, t = 1, 1/2, ...: F never increases, so the method converges from any start on
 any strongly convex instance (a line-search Newton method with descent directions), and the
 certificate, not an iteration count, decides when it is done.
 
-The point certified that way, w + D, has a small but loose bound (its error is second order,
-the bound a worst case of the third derivative). Before returning, a *polish* evaluates F at
-w + D (confirming that F decreased) and solves the Newton system there: the bound for the point
-itself, ||D'|| + (second order), is then within a few percent of its true distance, and the
-smaller of the two bounds is reported.
+The point certified that way, w + D, is returned as it is: its bound is second order in D plus
+||residual|| / mu, and it stops the solve the moment it meets the tolerance. An optional *polish*
+(``polish=True``) spends more passes to tighten the reported bound: F and its gradient at w + D,
+then CG on the Newton system there, so that the bound of the point itself is ||D'|| + (second
+order). A tolerance never needs it, so the method does not spend it by default.
+
+Passes are counted by kind (``CertifiedResult.passes``): ``gradient`` (F, its gradient and the
+cached curvature at an iterate: the start and every accepted line-search point), ``hvp`` (one
+Hessian-vector product, which also certifies w + D), ``line_search`` (a rejected trial point) and
+``certificate`` (the polish, or :func:`certify_point`).
 
 Preconditioner: the caller's (the history's curvature at w_T), improved after the first Newton
 iteration by the last CG pairs (p_j, H p_j) of the previous one (a limited-memory preconditioner,
@@ -46,6 +51,10 @@ from miniunlearn.solvers.certificate import (
 ARMIJO = 1e-4
 RECYCLED_PAIRS = 30
 POLISH_PRODUCTS = 6
+FORCING_POWER = 0.5  # CG stops at ||residual|| <= min(0.5, ||g||^power) ||g|| (Eisenstat-Walker)
+
+
+PASS_KINDS = ("gradient", "hvp", "line_search", "certificate")
 
 
 @dataclass
@@ -59,22 +68,45 @@ class CertifiedResult:
     cg_iterations: int = 0
     stop: str = ""
     log: list = field(default_factory=list)
+    passes: dict = field(default_factory=lambda: dict.fromkeys(PASS_KINDS, 0.0))
+
+
+class _Meter:
+    """Attributes the passes over the rows made since the last call to a kind."""
+
+    def __init__(self, objective: Objective, passes: dict):
+        self.objective, self.passes = objective, passes
+        self.mark = objective.passes
+
+    def charge(self, kind: str) -> None:
+        now = self.objective.passes
+        self.passes[kind] = self.passes.get(kind, 0.0) + now - self.mark
+        self.mark = now
 
 
 @dataclass
 class _Best:
+    """The point with the smallest certificate so far, and the furthest point reached (the latest
+    offered) with its own certificate."""
+
     certificate: float
     w: torch.Tensor
-    latest: tuple[float, torch.Tensor] | None = None  # the furthest point reached and its own certificate
+    latest: tuple[float, torch.Tensor] | None = None
 
     def offer(self, certificate: float, w: torch.Tensor) -> bool:
-        if certificate < self.certificate:
+        self.latest = (certificate, w)
+        if certificate <= self.certificate:
             self.certificate, self.w = certificate, w
             return True
         return False
 
-    def reach(self, certificate: float, w: torch.Tensor) -> None:
-        self.latest = (certificate, w)
+    def furthest(self) -> tuple[float, torch.Tensor]:
+        """The latest point, certified by its own bound or, when smaller, by the triangle inequality
+        through the best-certified point: ||v - w*|| <= c(w) + ||v - w||."""
+        if self.latest is None:
+            return self.certificate, self.w
+        own, point = self.latest
+        return min(own, self.certificate + float((point - self.w).norm()) * (1.0 + 1e-12)), point
 
 
 class _CurvatureBound:
@@ -125,7 +157,8 @@ class _Recycled:
 def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tensor], torch.Tensor] | None,
                         w_start: torch.Tensor, w_ref: torch.Tensor, *, R: float, tol: float | None,
                         max_passes: float, start: Curvature | None = None, max_cg: int = 200,
-                        polish: bool = True, progress=None) -> CertifiedResult:
+                        polish: bool = False, progress=None, offers: tuple = (),
+                        initial_step: torch.Tensor | None = None) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
@@ -133,20 +166,28 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     penalised; with a free intercept it is the smallest eigenvalue of each iterate's Hessian on
     zero-mean biases (a dense eigensolve per Newton iterate: small models only), and every step
     is kept on that subspace. ``R`` is the self-concordance constant of the rows.
-    ``precondition=None`` uses the Jacobi diagonal of each
-    iterate's Hessian (from the same pass). ``start`` may hand over the curvature (with value and
-    gradient) already computed at ``w_start``. Without ``tol`` the whole budget is used and the
-    furthest point reached (the last CG iterate or accepted line-search point) is returned with
-    its own certificate (no polish).
+    ``precondition=None`` uses the Jacobi diagonal of each iterate's Hessian (from the same pass).
+    ``start`` may hand over the curvature (with value and gradient) already computed at
+    ``w_start`` (its pass is then the caller's). ``offers``: points the caller reached after
+    ``w_start``, in order, with their certificates ``(certificate, w)`` (inf: not certified by
+    themselves); ``initial_step``: a first guess of the Newton step at ``w_start`` (CG starts from it:
+    one product to measure its residual).
+
+    With ``tol``, returns the point with the smallest certificate. With a fixed budget
+    (``tol=None``), returns the furthest point reached (the last CG iterate, line-search point or
+    offer), certified by its own bound or through the best-certified point (triangle inequality).
     """
     passes_at_start = objective.passes
+    result = CertifiedResult(w_start, math.inf, False)
+    meter = _Meter(objective, result.passes)
     jacobi = precondition is None
     here = start if start is not None else objective.curvature(w_start, diag=jacobi, value=True)
+    meter.charge("gradient")
     w = w_start
     curvature_bound = _CurvatureBound(objective)
-    mu = curvature_bound.at(here)
     best = _Best(curvature_bound.gradient_bound(here, R, w), w)
-    result = CertifiedResult(w, best.certificate, False)
+    for certificate, point in offers:
+        best.offer(certificate, point)
     preconditioner = _Recycled(precondition if not jacobi else _jacobi(here), objective.penalty.project)
 
     def certified() -> bool:
@@ -161,6 +202,7 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         floor = rounding_floor(R, curvature_bound.at(here), float(best.w.norm()))
         return tol is not None and tol * float((best.w - w_ref).norm()) < floor and best.certificate <= 4 * floor
 
+    guess = initial_step
     while not certified() and not spent():
         if below_rounding():
             result.stop = "the tolerance is below what floating-point arithmetic can certify here"
@@ -168,51 +210,75 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         result.newton_iterations += 1
         mu = curvature_bound.at(here)
         step, stop = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result,
-                                  mu_is_local=curvature_bound.local)
+                                  mu_is_local=curvature_bound.local, initial=guess)
+        meter.charge("hvp")
+        guess = None
         if progress is not None:
             progress(info=f"Newton {result.newton_iterations}: certificate {best.certificate:.2e}")
         result.log.append({"newton": result.newton_iterations, "grad_norm": float(here.grad.norm()),
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, jacobi)
+        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, jacobi)
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
         if jacobi:
             preconditioner.base = _jacobi(here)
-    if polish and certified() and not spent() and best.w is not w:
+    if polish and not spent() and best.w is not w:
         _polish(objective, here, best, preconditioner, curvature_bound, R,
                 max_passes - (objective.passes - passes_at_start), result)
+        meter.charge("certificate")
     result.w, result.certificate, result.converged = best.w, best.certificate, certified()
-    if tol is None and best.latest is not None:
-        # a fixed budget: the furthest point reached (the last CG iterate), with its own valid bound; the
-        # best-certified point is often the start, because the bound of a half-solved step is loose
-        result.certificate, result.w = best.latest
+    if tol is None:
+        result.certificate, result.w = best.furthest()
     result.stop = result.stop or ("certified" if result.converged else "budget")
     return result
 
 
 def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best: _Best, mu: float, R: float,
                  certified, spent, max_cg: int, result: CertifiedResult, offer_step: bool = True,
-                 mu_is_local: bool = False) -> tuple[torch.Tensor, str]:
-    """Flexible PCG on ``H D = -g`` at w, certifying w and w + D after every iteration.
+                 mu_is_local: bool = False, initial: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+    """Flexible PCG on ``H D = -g`` at w, certifying w and w + D after every product.
 
-    ``offer_step=False`` certifies w alone (the polish). The CG pairs replace the preconditioner's
-    recycled ones for the next Newton iteration.
+    ``offer_step=False`` certifies w alone (the polish). ``initial``: CG starts from this D (its
+    product is the first one). The CG pairs replace the preconditioner's recycled ones for the next
+    Newton iteration.
     """
     g = here.grad
     grad_norm = float(g.norm())
-    forcing = min(0.5, math.sqrt(grad_norm))
+    forcing = min(0.5, grad_norm ** FORCING_POWER)
+    span = LogitSpan(here.cache)
     D = torch.zeros_like(g)
     residual = -g.clone()  # -(H D + g)
+
+    def certify() -> None:
+        HD = -g - residual
+        bound = newton_certificate(float(D.norm()), float(D @ HD), float(residual.norm()), span.span(),
+                                   grad_norm, float(HD.norm()), R, mu, float(w.norm()), mu_is_local)
+        best.offer(bound.at_point, w)
+        if offer_step:
+            best.offer(bound.after_step, w + D)
+
+    if initial is not None and not spent():
+        HD0, logits = here.hvp_with_logits(initial)
+        result.cg_iterations += 1
+        D = initial.clone()
+        residual -= HD0
+        span.accumulate(logits, 1.0)
+        certify()
     z = precondition(residual)
     p = z.clone()
     rz = float(residual @ z)
-    span = LogitSpan(here.cache)
     pairs = []
     stop = "max_cg"
     for _ in range(max_cg):
+        if certified():
+            stop = "certified"
+            break
+        if spent():
+            stop = "budget"
+            break
         Hp, logits = here.hvp_with_logits(p)
         result.cg_iterations += 1
         curvature = float(p @ Hp)
@@ -225,18 +291,9 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         previous = residual.clone()
         residual -= alpha * Hp
         span.accumulate(logits, alpha)
-        HD = -g - residual
-        bound = newton_certificate(float(D.norm()), float(D @ HD), float(residual.norm()), span.span(),
-                                   grad_norm, float(HD.norm()), R, mu, float(w.norm()), mu_is_local)
-        best.offer(bound.at_point, w)
-        if offer_step:
-            best.offer(bound.after_step, w + D)
-            best.reach(bound.after_step, w + D)
+        certify()
         if certified():
             stop = "certified"
-            break
-        if spent():
-            stop = "budget"
             break
         if float(residual.norm()) <= forcing * grad_norm:
             stop = "forcing"
@@ -246,7 +303,8 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         beta = max(0.0, float(z @ (residual - previous)) / rz)  # Polak-Ribiere: the preconditioner may be inexact
         p = z + beta * p
         rz = rz_new
-    precondition.pairs = pairs[-RECYCLED_PAIRS:]
+    if pairs:
+        precondition.pairs = pairs[-RECYCLED_PAIRS:]
     if float(D.norm()) == 0.0:
         D = -precondition.project(precondition.base(g))
     return D, stop
@@ -259,8 +317,10 @@ def _jacobi(here: Curvature) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
-                 bound: _CurvatureBound, R: float, spent, diag: bool = False) -> tuple[Curvature | None, torch.Tensor]:
-    """Armijo backtracking on F along ``step`` (a descent direction); each trial is one pass."""
+                 bound: _CurvatureBound, R: float, spent, meter: _Meter,
+                 diag: bool = False) -> tuple[Curvature | None, torch.Tensor]:
+    """Armijo backtracking on F along ``step`` (a descent direction); each trial is one pass (the
+    accepted one is the next iterate's gradient pass, a rejected one a line-search pass)."""
     slope = float(here.grad @ step)
     if slope >= 0:  # only possible through round-off: fall back to steepest descent
         step, slope = -here.grad, -float(here.grad @ here.grad)
@@ -268,10 +328,13 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
     while t > 1e-12 and not spent():
         trial = w + t * step
         there = objective.curvature(trial, diag=diag, value=True)
-        best.offer(bound.gradient_bound(there, R, trial), trial)
         if there.value <= here.value + ARMIJO * t * slope:
-            best.reach(bound.gradient_bound(there, R, trial), trial)
+            best.offer(bound.gradient_bound(there, R, trial), trial)
+            meter.charge("gradient")
             return there, trial
+        if bound.gradient_bound(there, R, trial) < best.certificate:  # a rejected trial is not the furthest point
+            best.certificate, best.w = bound.gradient_bound(there, R, trial), trial
+        meter.charge("line_search")
         t *= 0.5
     return None, w
 
@@ -293,7 +356,8 @@ def _polish(objective: Objective, here: Curvature, best: _Best, precondition: _R
     _newton_step(there, point, precondition, local, bound.at(there), R, lambda: False,
                  lambda: objective.passes >= stop_at, POLISH_PRODUCTS, result, offer_step=False,
                  mu_is_local=bound.local)
-    best.offer(local.certificate, point)
+    if local.certificate < best.certificate:
+        best.certificate = local.certificate
 
 
 def certify_point(objective: Objective, w: torch.Tensor, precondition: Callable[[torch.Tensor], torch.Tensor] | None,

@@ -29,6 +29,7 @@ class FixedPointResult:
     converged: bool
     contraction_factor: float
     banach_bound: float
+    previous: torch.Tensor | None = None  # the x with x_returned = phi(previous) (for an exact residual)
 
     def as_dict(self) -> dict:
         return {"iterations": self.iterations, "converged": self.converged,
@@ -86,7 +87,7 @@ def anderson(phi: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, tol:
         if progress is not None:
             progress(info=f"fixed point: step {step:.2e}, q {q_eff:.2f}")
         if bound <= tol * max(ref, 1e-300) or step == 0.0:
-            return FixedPointResult(phi_x, k, True, q, bound)
+            return FixedPointResult(phi_x, k, True, q, bound, x)
         xs.append(x)
         fs.append(f)
         if len(xs) > depth + 1:
@@ -99,4 +100,4 @@ def anderson(phi: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, tol:
         dF = torch.stack([fs[i + 1] - fs[i] for i in range(len(fs) - 1)], dim=1)
         gamma = torch.linalg.lstsq(dF, f[:, None], driver="gelsd").solution[:, 0]
         x = phi_x - (dX + dF) @ gamma
-    return FixedPointResult(prev_phi, max_iter, False, q, bound)
+    return FixedPointResult(prev_phi, max_iter, False, q, bound, prev_x)

@@ -25,6 +25,8 @@ from miniunlearn.core.text import parse_spec
 _REGISTRY: dict[str, type["CurvatureProfile"]] = {}
 DTYPES = ("float64", "float32", "float16")
 DTYPE_OPTION = Options(DTYPES)
+# An exact profile may store, beside P, a measured bound on ||(H_D + lambda M) P - I||_2 under this name.
+DEFECT = "defect"
 
 
 def register(cls: type["CurvatureProfile"]) -> type["CurvatureProfile"]:
