@@ -240,8 +240,10 @@ class MiniUnlearning(UnlearningMethod):
                        self_concordance_constant=R)
         if tol is not None and not result.converged:
             relative = summary["certified_relative"]
-            reached = (f"= {relative:.3g} x ||w - w_T||" if np.isfinite(relative) else "(no step from w_T certified yet)")
-            summary["failure"] = (f"certificate {result.certificate:.3g} {reached} after {objective.passes:.0f} passes "
+            reached = (f"= {relative:.3g} x ||w - w_T||" if relative is not None and np.isfinite(relative)
+                       else "(no step from w_T certified yet)")
+            certificate = "none" if result.certificate is None else f"{result.certificate:.3g}"
+            summary["failure"] = (f"certificate {certificate} {reached} after {objective.passes:.0f} passes "
                                   f"over the retained rows; tol {tol:g} not reached (raise max_passes)")
         return result.w, summary
 
