@@ -23,9 +23,8 @@ from miniunlearn.core.measure import measure
 from miniunlearn.core.storage import atomic_copy, atomic_write_json, file_sha256
 from miniunlearn.methods import UnlearnContext, UnlearnResult, make_method
 from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, RUN_JSON, Run, load_model, prepare_output_dir, save_model
-from miniunlearn.service.ledger import Ledger, canonical_options, ids_sha256, request_lock
+from miniunlearn.service.ledger import FORGETTING_KINDS, Ledger, Plan, canonical_options, ids_sha256, request_lock
 from miniunlearn.service.release import check_release, ledger_options, method_options, publish
-from miniunlearn.service.ledger import FORGETTING_KINDS, Plan
 from miniunlearn.service.requests import Named, request_rows, validate_forget_ids
 
 __all__ = ["forget", "LedgerWarning"]
@@ -323,7 +322,8 @@ def _ledger_stats(book, request_id: int, plan) -> dict:
 _WORK_STATS = ("time_s", "cpu_time_s", "peak_rss_bytes", "passes_forget", "passes_retained", "history_bytes_read")
 
 
-def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool, named: Named) -> UnlearnResult:
+def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool,
+            named: Named) -> UnlearnResult:
     """Serve an identical repeat from the recorded model: no recomputation, byte-identical file."""
 
 
