@@ -14,7 +14,7 @@ import pytest
 from miniunlearn import load_dataset, train
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.storage import file_sha256
-from miniunlearn.runs.run import MODEL_FILE, RESULT_JSON, open_run
+from miniunlearn.runs import MODEL_FILE, RESULT_JSON, open_run
 from miniunlearn.service import forget
 from miniunlearn.service.ledger import Ledger
 from tests.helpers import documented_u, fresh_run, run_cli
@@ -68,7 +68,7 @@ def test_held_out_keys_are_accepted_recorded_and_forget_nothing(people, run, tmp
 
 
 def payload_theta(directory):
-    from miniunlearn.runs.run import load_model
+    from miniunlearn.runs import load_model
 
     return load_model(directory)[1].numpy()
 

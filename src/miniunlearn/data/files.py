@@ -48,7 +48,8 @@ def table_dataset(name: str, spec: str, train: Reader, test: Reader | None, test
     if found is None:
         if rule == "key":
             def held_out(chunk: Chunk) -> np.ndarray:
-                return held_out_keys(chunk.keys, share, seed, f"{train.where}: keys")
+                where = f"{train.where}: keys" + (f" (counting rows from {chunk.start})" if chunk.start else "")
+                return held_out_keys(chunk.keys, share, seed, where)
         else:
             def held_out(chunk: Chunk) -> np.ndarray:
                 return held_out_rows(chunk.start, len(chunk.X), share, seed)

@@ -320,7 +320,8 @@ def _ledger_stats(book, request_id: int, plan) -> dict:
 _WORK_STATS = ("time_s", "cpu_time_s", "peak_rss_bytes", "passes_forget", "passes_retained", "history_bytes_read")
 
 
-def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool, named: Named) -> UnlearnResult:
+def _repeat(run, book, plan, method: str, options_json: str, out: Path, overwrite: bool,
+            named: Named) -> UnlearnResult:
     """Serve an identical repeat from the recorded model: no recomputation, byte-identical file."""
 
 
