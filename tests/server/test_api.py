@@ -6,6 +6,7 @@ import collections
 import fcntl
 import json
 import os
+import time
 
 import httpx
 import numpy as np
@@ -147,12 +148,10 @@ def test_requests_queued_during_a_solve_are_coalesced(served):
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         first = delete(served, {"keys": ["u30"]}).json()["id"]
-        for _ in range(400):  # until the solver has taken it (and waits for the lock)
-            if client.get(f"/v1/deletions/{first}", headers=auth(tokens["reader"])).json()["status"] == "running":
-                break
-            import time
-
-            time.sleep(0.05)
+        deadline = time.monotonic() + 120
+        while client.get(f"/v1/deletions/{first}", headers=auth(tokens["reader"])).json()["status"] != "running":
+            assert time.monotonic() < deadline, "the solver never took the first request"
+            time.sleep(0.05)  # until the solver has taken it (and waits for the lock)
         later = [delete(served, {"keys": [f"u{40 + i}", f"u{60 + i}"]}).json()["id"] for i in range(5)]
         later.append(delete(served, {"rows": [int(r) for r in open_run(served["run"]).rows_for_keys(["u80"])]}).json()["id"])
     finally:
