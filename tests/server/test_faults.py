@@ -18,7 +18,7 @@ from miniunlearn.service.ledger import FORGETTING_KINDS, Ledger
 from tests.helpers import reference_optimum
 from tests.server.conftest import L2, auth, copy_run, make_tokens, wait_done
 
-N_REQUESTS, N_CLIENTS, KILL_AFTER = 48, 4, 16
+N_REQUESTS, N_CLIENTS, KILL_AFTER = 36, 4, 12
 
 
 def send(url: str, token: str, body: dict, key: str):
