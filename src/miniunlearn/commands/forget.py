@@ -127,7 +127,7 @@ def _print_result(p: dict) -> None:
         rows.append(("held-out keys", f"{len(held)} key(s) with only held-out test rows, never trained on: {shown}"))
     if "unchanged" in p:
         rows.append(("unchanged", p["unchanged"]))
-    rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+    rows.append(("model", str(Path(p["out"]) / MODEL_FILE)))
     if p.get("compaction_skipped"):
         rows.append(("not compacted", p["compaction_skipped"]))
     compaction = p.get("compaction")

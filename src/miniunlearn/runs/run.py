@@ -17,9 +17,8 @@ import torch
 from miniunlearn.core.errors import DataError, InputError, RunError
 from miniunlearn.core.storage import read_json
 from miniunlearn.data import Preprocessing, load_dataset
-from miniunlearn.data.base import recorded_spec
 from miniunlearn.data import keys as keys_module
-from miniunlearn.data.base import is_file_format, parse_dataset_spec, restandardized
+from miniunlearn.data.dataset import is_file_format, parse_dataset_spec, recorded_spec, restandardized
 from miniunlearn.history import DeltaGradHistory, MiniHistory
 from miniunlearn.models.logistic import LogisticRegression
 from miniunlearn.runs.bases import MissingRowsError, read_base, select_base_rows
@@ -83,7 +82,7 @@ class Run:
 
     @property
     def spec(self) -> str:
-        """The dataset spec that reloads the run's data, held-out draw included (:func:`~miniunlearn.data.base.recorded_spec`)."""
+        """The dataset spec that reloads the run's data, held-out draw included (:func:`~miniunlearn.data.dataset.recorded_spec`)."""
         return recorded_spec(self.meta["dataset"])
 
     @property
@@ -278,7 +277,7 @@ def _positional_split_note(spec: str) -> str:
 
 def _original_run(result_dir: Path) -> str:
     try:
-        origin = read_json(result_dir / RESULT_JSON, "result.json").get("run")
+        origin = read_json(result_dir / RESULT_JSON, RESULT_JSON).get("run")
     except (RunError, AttributeError):
         return ""
     return f" {origin}" if isinstance(origin, str) else ""
