@@ -222,7 +222,7 @@ def _method_groups(request: Request, shadow_method: str | None, shadow_options: 
     for m in request.models:
         method = shadow_method or m.method
         if method is None:
-            raise InputError(f"model {m.path} has no result.json naming its method; pass --shadow-method "
+            raise InputError(f"model {m.path} has no {RESULT_JSON} naming its method; pass --shadow-method "
                              "to say which method the shadow models should unlearn with")
         options = dict(shadow_options or {}) if shadow_method else dict(m.options)
         key = (method, json.dumps(options, sort_keys=True, default=str))

@@ -42,7 +42,7 @@ class Run:
         if not self.path.is_dir():
             raise RunError(f"run directory not found: {self.path}")
         if not (self.path / RUN_JSON).exists() and (self.path / RESULT_JSON).exists():
-            raise RunError(f"{self.path} holds an unlearned model (result.json), not a training run; to forget "
+            raise RunError(f"{self.path} holds an unlearned model ({RESULT_JSON}), not a training run; to forget "
                            f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
                            "ledger remembers what was already forgotten and every method computes from the "
                            "run's base")
@@ -107,7 +107,7 @@ class Run:
     def theta(self) -> torch.Tensor:
         model, theta, _ = load_model(self.base.dir)
         if (model.n_features, model.n_classes) != (self.model.n_features, self.model.n_classes):
-            raise RunError(f"{self.base.dir / MODEL_FILE} does not match run.json's model shape")
+            raise RunError(f"{self.base.dir / MODEL_FILE} does not match {RUN_JSON}'s model shape")
         return theta
 
     @cached_property
@@ -232,7 +232,7 @@ class Run:
             raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
         if history.n != self.n_train or history.l2 != self.l2 or history.penalize_intercept != self.penalize_intercept:
             raise RunError(f"history {self.history_path()} was recorded for n={history.n}, l2={history.l2:g} but "
-                           f"run.json says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
+                           f"{RUN_JSON} says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
         return history
 
     def deltagrad_history(self):
