@@ -11,7 +11,7 @@ import pytest
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.data import load_dataset
-from miniunlearn.data.base import recorded_spec
+from miniunlearn.data import recorded_spec
 from miniunlearn.data.split import held_out_keys, held_out_rows
 from tests.helpers import documented_u
 

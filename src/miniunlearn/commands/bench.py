@@ -5,8 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import click
+from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console
+from miniunlearn.core.storage import to_json
+from miniunlearn.distributed import require_one_process
+from miniunlearn.experiments.bench import PRESETS, run_bench
+from miniunlearn.experiments.report import summarize, write_report
 
 
 def _split(values, cast):
@@ -37,12 +42,6 @@ def attach(cli) -> None:
 
         Finished rows are skipped, so an interrupted benchmark resumes where it stopped.
         """
-        import dataclasses
-
-        from miniunlearn.distributed import require_one_process
-        from miniunlearn.experiments.bench import PRESETS, run_bench
-        from miniunlearn.experiments.report import write_report
-
         require_one_process("bench")
         config = dataclasses.replace(PRESETS[preset])
         if datasets:
@@ -62,8 +61,6 @@ def attach(cli) -> None:
         command = "miniunlearn bench --preset " + preset + f" --out {out}"
         report = write_report(rows, out, f"miniunlearn bench, preset {preset}", command)
         if as_json:
-            from miniunlearn.core.storage import to_json
-
             click.echo(to_json(rows))
         else:
             click.echo(f"report: {report}")
@@ -85,12 +82,6 @@ def attach(cli) -> None:
         and what a loss-based membership attack sees. Other methods: miniunlearn bench.
         With --json: {"out", "report", "rows"} on stdout, one row per share and method as in results.json.
         """
-        import dataclasses
-
-        from miniunlearn.distributed import require_one_process
-        from miniunlearn.experiments.bench import PRESETS, run_bench
-        from miniunlearn.experiments.report import summarize, write_report
-
         require_one_process("demo")
         config = dataclasses.replace(PRESETS["demo"])
         config.methods = [f"mini:tol={tol:g}" if m == "mini" else m for m in config.methods]
@@ -98,8 +89,6 @@ def attach(cli) -> None:
         rows = run_bench(config, out, log=log)
         report = write_report(rows, out, "miniunlearn demo", f"miniunlearn demo --tol {tol:g} --out {out}")
         if as_json:
-            from miniunlearn.core.storage import to_json
-
             click.echo(to_json({"out": str(out), "report": str(report), "rows": rows}))
             return
         _print_demo(summarize(rows), rows)
@@ -107,8 +96,6 @@ def attach(cli) -> None:
 
 
 def _print_demo(summary: dict, rows: list[dict]) -> None:
-    from rich.table import Table
-
     for dataset, cells in summary.items():
         table = Table(title=f"{dataset}: unlearning against retraining (same process, same threads)",
                       title_justify="left")

@@ -5,6 +5,10 @@ from __future__ import annotations
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, human_bytes, kv_table
+from miniunlearn.distributed import require_one_process
+from miniunlearn.runs import open_run
+from miniunlearn.service.compact import compact as compact_fn
+from miniunlearn.service.compact import set_policy
 
 
 def attach(cli) -> None:
@@ -29,11 +33,6 @@ def compact(run_dir, policy, as_json):
     deleted from the data file; later requests number the rows of the new base (keys unchanged).
     Exit 2 when nothing was forgotten since the last compaction, 3 when the solver does not converge.
     """
-    from miniunlearn.distributed import require_one_process
-    from miniunlearn.runs import open_run
-    from miniunlearn.service.compact import compact as compact_fn
-    from miniunlearn.service.compact import set_policy
-
     require_one_process("compact")
     run = open_run(run_dir)
     if policy is not None:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
 from miniunlearn.core.params import param_help
+from miniunlearn.data import dataset_info, dataset_names, export_dataset, load_dataset
 
 
 @click.group(context_settings=CONTEXT)
@@ -21,8 +23,6 @@ def data():
 @JSON_OPTION
 def data_list(as_json: bool):
     """List the registered datasets, their options and whether they are available here."""
-    from miniunlearn.data import dataset_info, dataset_names
-
     rows = []
     for name in dataset_names():
         info = dataset_info(name)
@@ -31,8 +31,6 @@ def data_list(as_json: bool):
                      "options": param_help(info.parameters)})
 
     def human(payload):
-        from rich.table import Table
-
         table = Table("dataset", "available", "summary / options")
         for row in payload["datasets"]:
             opts = "; ".join(f"{k}: {v['help']} (default {v['default']})" for k, v in row["options"].items())
@@ -53,8 +51,6 @@ def data_export(name: str, out: str, as_json: bool):
     Features are float64 after the recorded preprocessing, without a bias column; labels are
     integers 0..C-1.
     """
-    from miniunlearn.data import export_dataset, load_dataset
-
     dataset = load_dataset(name)
     export_dataset(dataset, out)
     payload = {"out": str(out), **dataset.describe()}

@@ -5,11 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.progress import progress_bar
+from miniunlearn.core.storage import atomic_write_json
 from miniunlearn.core.text import parse_key_values
+from miniunlearn.distributed import require_one_process
+from miniunlearn.experiments.audit import audit as audit_request
+from miniunlearn.experiments.audit import evaluate as evaluate_request
+from miniunlearn.experiments.audit import load_request
 
 
 def _signed(value: float, digits: int = 4) -> str:
@@ -38,8 +44,6 @@ def _columns(payload: dict) -> list[tuple[str, dict]]:
 
 
 def _print_evaluation(payload: dict) -> None:
-    from rich.table import Table
-
     
     cols = _columns(payload)
     rows_n = payload["rows"]
@@ -71,8 +75,6 @@ def _print_evaluation(payload: dict) -> None:
 
 
 def _print_audit(payload: dict) -> None:
-    from rich.table import Table
-
     
     out = console()
     names = list(payload["loss_attack"])
@@ -110,8 +112,6 @@ def _print_audit(payload: dict) -> None:
 
 
 def _print_population_ulira(out, ulira: dict) -> None:
-    from rich.table import Table
-
     proto = ulira["protocol"]
     for key, entry in ulira["ratios"].items():
         table = Table(title=f"3. population U-LiRA (Hayes et al.): shadows on random halves of the population, "
@@ -139,8 +139,6 @@ def _print_population_ulira(out, ulira: dict) -> None:
 
 
 def _print_exactness_test(out, exactness: dict) -> None:
-    from rich.table import Table
-
     proto = exactness["protocol"]
     for label, attack in exactness["attacks"].items():
         what = "no unlearning" if attack["method"] is None else f"shadows unlearned with {attack['method']}"
@@ -186,10 +184,6 @@ def attach(cli) -> None:
         The retrained and the original model are shown as reference columns. Without --ids the
         forgotten rows are every row forgotten so far (the run's deletion ledger).
         """
-        from miniunlearn.experiments.audit import evaluate as evaluate_request
-        from miniunlearn.distributed import require_one_process
-        from miniunlearn.experiments.audit import load_request
-
         require_one_process("evaluate")
         request = load_request(run_dir, ids_file, model_dirs, retrained_dir)
         emit(evaluate_request(request), as_json, _print_evaluation)
@@ -241,12 +235,6 @@ def attach(cli) -> None:
         Every number is shown next to the retrained model's, which is what chance looks like here.
         Without --ids the forget set is every row forgotten so far (the run's deletion ledger).
         """
-        from miniunlearn.core.storage import atomic_write_json
-        from miniunlearn.experiments.audit import audit as audit_request
-        from miniunlearn.distributed import require_one_process
-        from miniunlearn.experiments.audit import audit as audit_request
-        from miniunlearn.experiments.audit import load_request
-
         require_one_process("audit")
         options = parse_key_values(settings, "--set")
         if options and not shadow_method:

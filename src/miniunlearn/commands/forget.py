@@ -5,11 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
+from miniunlearn import distributed
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, fmt, human_bytes, kv_table
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.progress import progress_bar, set_progress
 from miniunlearn.core.text import parse_key_values
+from miniunlearn.privacy import ReleaseRequest
+from miniunlearn.runs import MODEL_FILE, open_run
+from miniunlearn.service import forget as forget_fn
+from miniunlearn.service.ledger import forgotten_so_far
+from miniunlearn.service.release import release_like
+from miniunlearn.service.requests import read_ids_file, read_keys_file, request_rows
 
 KEYS_HELP = ("File with one key per line: values of the data's id column (csv/parquet id=, npz ids); every row "
              "with one of these keys is forgotten. Without an id column a row's key is its row number in the data file.")
@@ -40,9 +48,6 @@ def _release_options(func):
 
 def _request(run, ids_file, keys_file, default_to_forgotten: bool) -> tuple[dict, str]:
     """The forget request's arguments (row ids or keys) and a few words describing it."""
-    from miniunlearn.service.ledger import forgotten_so_far
-    from miniunlearn.service.requests import read_ids_file, read_keys_file
-
     if ids_file is not None and keys_file is not None:
         raise InputError("give --ids or --keys, not both")
     if keys_file is not None:
@@ -56,12 +61,6 @@ def _request(run, ids_file, keys_file, default_to_forgotten: bool) -> tuple[dict
 
 def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity, like_dir):
     """The ReleaseRequest of the options, or None when no release is asked for."""
-    import numpy as np
-
-    from miniunlearn.privacy import ReleaseRequest
-    from miniunlearn.service.release import release_like
-    from miniunlearn.service.requests import request_rows
-
     if like_dir is not None:
         if sensitivity is not None:
             raise InputError("--like takes the sensitivity of the release it names; drop --sensitivity")
@@ -78,10 +77,6 @@ def _release_request(run, request: dict, epsilon, delta, mechanism, sensitivity,
 
 def _forget_and_report(run_dir, ids_file, keys_file, method, out, workers, options, overwrite, as_json,
                        release_options: dict, default_to_forgotten=False, compact=None):
-    from miniunlearn import distributed
-    from miniunlearn.runs import open_run
-    from miniunlearn.service import forget as forget_fn
-
     # Under torchrun every process runs this command; the gradient sums are split across them
     # and only rank 0 shows progress, writes files and reports (see miniunlearn.distributed).
     # A compaction is one process's work: asked for explicitly, it is refused rather than skipped.
@@ -127,7 +122,7 @@ def _print_result(p: dict) -> None:
         rows.append(("held-out keys", f"{len(held)} key(s) with only held-out test rows, never trained on: {shown}"))
     if "unchanged" in p:
         rows.append(("unchanged", p["unchanged"]))
-    rows.append(("model", str(Path(p["out"]) / "model.safetensors")))
+    rows.append(("model", str(Path(p["out"]) / MODEL_FILE)))
     if p.get("compaction_skipped"):
         rows.append(("not compacted", p["compaction_skipped"]))
     compaction = p.get("compaction")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, fmt
 from miniunlearn.core.errors import RunError
+from miniunlearn.runs import open_run
+from miniunlearn.service.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
+from miniunlearn.service.requests import write_ids_file, write_keys_file
 
 
 def attach(cli) -> None:
@@ -36,10 +40,6 @@ def ledger(run_dir, verify, forgotten_out, forgotten_keys_out, as_json):
     request whose recorded model was gone). Rows of failed, started and abandoned requests are
     not forgotten.
     """
-    from miniunlearn.runs import open_run
-    from miniunlearn.service.ledger import LEDGER_FILE, SCHEMA_VERSION, Ledger
-    from miniunlearn.service.requests import write_ids_file, write_keys_file
-
     run = open_run(run_dir)
     payload = {"run": str(run.path), "ledger": str(Ledger.path_for(run)), "n_train": run.n_train,
                "schema_version": SCHEMA_VERSION, "base_generation": run.generation, "forgotten_rows": 0,
@@ -85,9 +85,6 @@ def _describe(request, busy: bool) -> dict:
 
 
 def _human(payload: dict) -> None:
-    from rich.table import Table
-
-    
     out = console()
     since = " since the last compaction" if payload.get("base_generation") else ""
     out.print(f"[bold]{payload['ledger']}[/bold]: {len(payload['requests'])} request(s); "

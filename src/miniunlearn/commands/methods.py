@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import click
+from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
+from miniunlearn.methods import get_method, method_names
 
 
 @click.command(context_settings=CONTEXT)
 @JSON_OPTION
 def methods(as_json: bool):
     """List the unlearning methods and their options."""
-    from miniunlearn.methods import get_method, method_names
-
     rows = [{"name": n, "summary": get_method(n).summary, "modes": list(get_method(n).modes),
              "options": get_method(n).option_help()} for n in method_names()]
 
     def human(p):
-        from rich.table import Table
-
         table = Table("method", "runs", "summary / options (defaults)")
         for r in p["methods"]:
             opts = "\n".join(f"{k}={v['default']!r}: {v['help']} ({v['allowed']})" for k, v in r["options"].items())

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 
 import click
+from rich.console import Console
+from rich.table import Table
+
+from miniunlearn.core.storage import to_json
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-readable output (strict JSON) on stdout.")
@@ -13,8 +17,6 @@ JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Machine-read
 def emit(payload: dict, as_json: bool, human) -> None:
     """Print ``payload`` as JSON or through ``human(payload)``."""
     if as_json:
-        from miniunlearn.core.storage import to_json
-
         click.echo(to_json(payload))
     else:
         human(payload)
@@ -22,14 +24,10 @@ def emit(payload: dict, as_json: bool, human) -> None:
 
 def console():
     """A rich console; when stdout is not a terminal (pipes, CI logs) tables get 140 columns, not 80."""
-    from rich.console import Console
-
     return Console(highlight=False, width=None if sys.stdout.isatty() else 140)
 
 
 def kv_table(title: str, rows: list[tuple[str, object]]):
-    from rich.table import Table
-
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()

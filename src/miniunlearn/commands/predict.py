@@ -7,6 +7,9 @@ from pathlib import Path
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, kv_table
+from miniunlearn.runs import RUN_JSON, open_run
+from miniunlearn.runs.predict import predict_to_csv
+from miniunlearn.service.ledger import Ledger
 
 
 @click.command(context_settings=CONTEXT)
@@ -28,8 +31,6 @@ def predict(model_dir, spec, out, proba, as_json):
     that has forgotten rows uses its original model, which still reflects them; predict with the
     latest unlearned model instead (`miniunlearn ledger RUN` lists them).
     """
-    from miniunlearn.runs.predict import predict_to_csv
-
     payload = predict_to_csv(model_dir, spec, out, proba=proba)
     warning = _forgotten_warning(Path(model_dir))
     if warning:
@@ -50,9 +51,6 @@ def predict(model_dir, spec, out, proba, as_json):
 
 def _forgotten_warning(model_dir) -> str | None:
     """A warning when MODEL_DIR is a run whose deletion ledger holds forgotten rows."""
-    from miniunlearn.runs import RUN_JSON, open_run
-    from miniunlearn.service.ledger import Ledger
-
     if not (model_dir / RUN_JSON).is_file():
         return None
     run = open_run(model_dir)

@@ -9,6 +9,12 @@ from pathlib import Path
 import click
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
+from miniunlearn.core.errors import InputError
+from miniunlearn.server.auth import TokenStore, load_store, parse_scopes
+from miniunlearn.server.config import LIMITS, ServeConfig
+from miniunlearn.server.receipts import load_public_key, run_public_key, verify
+from miniunlearn.server.runner import check_address
+from miniunlearn.server.runner import serve as run_server
 
 
 def attach(cli) -> None:
@@ -18,8 +24,6 @@ def attach(cli) -> None:
 
 
 def _limit(name: str, flag: str):
-    from miniunlearn.server.config import LIMITS
-
     param = LIMITS[name]
     return click.option(flag, name, type=float if name == "default_tol" else int, default=None,
                         help=f"{param.help[0].upper()}{param.help[1:]} ({'; '.join(map(str, param.constraints))}; "
@@ -52,15 +56,9 @@ def serve(run_dir, host, port, tokens_file, ssl_certfile, ssl_keyfile, log_level
     receipts; predictions (POST /v1/predict) always use the ledger's latest model. The CLI and the
     Python API keep working on a served run. Stop with SIGTERM or Ctrl-C: the running solve finishes.
     """
-    from miniunlearn.server.config import ServeConfig
-    from miniunlearn.server.runner import check_address
-    from miniunlearn.server.runner import serve as run_server
-
     config = ServeConfig.build(run_dir, tokens_file, **limits)
     check_address(host, port, config.tokens)
     if config.tokens is not None:
-        from miniunlearn.server.auth import load_store
-
         load_store(config.tokens)  # a bad tokens file is refused before the run is loaded
     run_server(config, host, port, ssl_certfile, ssl_keyfile, log_level)
 
@@ -79,8 +77,6 @@ def tokens_add(tokens_file, name, scopes):
 
     The token is the last line of the output; it cannot be shown again (add another if it is lost).
     """
-    from miniunlearn.server.auth import TokenStore, parse_scopes
-
     store = TokenStore.load(tokens_file, missing_ok=True)
     token = store.add(name, parse_scopes(scopes))
     store.save(tokens_file)
@@ -93,8 +89,6 @@ def tokens_add(tokens_file, name, scopes):
 @JSON_OPTION
 def tokens_list(tokens_file, as_json):
     """Names, scopes and creation times of the tokens in TOKENS_FILE (never the tokens)."""
-    from miniunlearn.server.auth import TokenStore
-
     entries = TokenStore.load(tokens_file).listing()
     emit({"tokens": entries}, as_json,
          lambda p: [console().print(f"{e['name']}: {', '.join(e['scopes'])} (created {e['created']})")
@@ -106,8 +100,6 @@ def tokens_list(tokens_file, as_json):
 @click.option("--name", required=True, help="The token to revoke (a running server reads the file at start).")
 def tokens_remove(tokens_file, name):
     """Revoke a token; restart the server for it to take effect."""
-    from miniunlearn.server.auth import TokenStore
-
     store = TokenStore.load(tokens_file)
     store.remove(name)
     store.save(tokens_file)
@@ -130,9 +122,6 @@ def receipt_verify(receipt_file, run_dir, public_key, as_json):
 
     Exit 2 for unusable input (no such file, not JSON, no key given).
     """
-    from miniunlearn.core.errors import InputError
-    from miniunlearn.server.receipts import load_public_key, run_public_key, verify
-
     if (run_dir is None) == (public_key is None):
         raise InputError("give the key: --run RUN or --public-key FILE (exactly one)")
     path = Path(receipt_file)

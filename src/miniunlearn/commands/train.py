@@ -7,6 +7,10 @@ import click
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit, human_bytes, kv_table
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.text import parse_bytes
+from miniunlearn.data import load_dataset
+from miniunlearn.distributed import require_one_process
+from miniunlearn.runs import train as train_run
+from miniunlearn.training import SGDSchedule
 
 
 @click.command(context_settings=CONTEXT)
@@ -38,11 +42,6 @@ from miniunlearn.core.text import parse_bytes
 def train(dataset_spec, l2, out, mode, tol, max_iter, profile, history_budget, memory_budget, epochs, batch_size, lr, lr_steps, seed,
           deltagrad_history, overwrite, as_json):
     """Train multinomial logistic regression and record its unlearning history in a run directory."""
-    from miniunlearn.data import load_dataset
-    from miniunlearn.distributed import require_one_process
-    from miniunlearn.runs import train as train_run
-    from miniunlearn.training import SGDSchedule
-
     require_one_process("train")
     budget = None if history_budget is None else parse_bytes(history_budget)
     schedule = SGDSchedule(epochs, batch_size, lr, _parse_lr_steps(lr_steps), seed)

@@ -7,7 +7,7 @@ rows, split and preprocessing, recorded in the dataset's ``preprocessing`` field
 ``svmlight`` (:mod:`miniunlearn.data.readers`, registered by :mod:`miniunlearn.data.files`); data
 in memory is :func:`from_arrays` (also ``Dataset.from_arrays``).
 
-Modules, each one job: ``base`` (the Dataset, specs, the loader registry), ``arrays`` (data in
+Modules, each one job: ``dataset`` (the Dataset, specs, the loader registry), ``arrays`` (data in
 memory), ``features`` (numeric columns, checked), ``readers`` (the file formats), ``split`` (the
 held-out draw), ``scan`` (pass one over a file), ``files`` (file datasets: scan + cache),
 ``memmap_cache`` (the float32 memory-map cache), ``builtin``, ``idx``, ``large_sets`` (the
@@ -19,7 +19,7 @@ import numpy as np
 from miniunlearn.core.storage import atomic_write
 from miniunlearn.data import builtin, files, idx, large_sets  # noqa: F401  (registers the loaders)
 from miniunlearn.data.arrays import from_arrays
-from miniunlearn.data.base import Dataset, dataset_info, dataset_names, load_dataset, recorded_spec
+from miniunlearn.data.dataset import Dataset, dataset_info, dataset_names, load_dataset, recorded_spec
 from miniunlearn.data.features import numeric_features
 from miniunlearn.data.files import raw_reader
 from miniunlearn.data.fingerprint import fingerprint_arrays
@@ -29,7 +29,7 @@ from miniunlearn.data.preprocessing import Preprocessing
 from miniunlearn.data.readers import FORMATS, Reader
 
 # ``Dataset.from_arrays(...)`` stays the documented spelling; bound here, where both modules are
-# loaded, so that base.py (the Dataset) need not import arrays.py (which builds one)
+# loaded, so that dataset.py (the Dataset) need not import arrays.py (which builds one)
 Dataset.from_arrays = staticmethod(from_arrays)
 
 __all__ = ["Dataset", "Preprocessing", "dataset_info", "dataset_names", "load_dataset", "fingerprint_arrays",

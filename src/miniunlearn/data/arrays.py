@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from miniunlearn.core.errors import DataError
-from miniunlearn.data.base import Dataset
+from miniunlearn.data.dataset import Dataset
 from miniunlearn.data.features import numeric_features
 from miniunlearn.data.keys import normalize_keys
 from miniunlearn.data.preprocessing import Preprocessing, class_labels
@@ -20,6 +20,7 @@ from miniunlearn.data.preprocessing import Preprocessing, class_labels
 
 def features_of(X, what: str, feature_names=None) -> tuple[np.ndarray, list[str] | None]:
     """Raw float64 features of an array or DataFrame, checked (finite numbers), with the column names."""
+    # imported here: pandas takes ~0.35 s to load; used only to recognise a DataFrame
     import pandas as pd
 
     if isinstance(X, pd.DataFrame):
@@ -53,6 +54,7 @@ def _names(feature_names, n_features: int, what: str) -> list[str] | None:
 
 
 def _labels(y, n_rows: int, what: str) -> np.ndarray:
+    # imported here: pandas takes ~0.35 s to load; used only to recognise a Series
     import pandas as pd
 
     labels = y.to_numpy() if isinstance(y, (pd.Series, pd.Index)) else np.asarray(y)

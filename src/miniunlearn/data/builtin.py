@@ -8,7 +8,7 @@ import numpy as np
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.data.base import Dataset, as_labels, register_dataset, standardize, stratified_split
+from miniunlearn.data.dataset import Dataset, as_labels, register_dataset, standardize, stratified_split
 
 _SPLIT = {"test_size": 0.25, "seed": 0}
 
@@ -24,6 +24,7 @@ def _from_sklearn(name: str, X: np.ndarray, y: np.ndarray, source: str, feature_
 
 @register_dataset("digits", "8x8 handwritten digits, 1797 x 64, 10 classes (inside scikit-learn)")
 def load_digits() -> Dataset:
+    # imported here: scikit-learn takes ~1.5 s to load; only these sets need it
     from sklearn.datasets import load_digits as sk_load
 
     bunch = sk_load()
@@ -32,6 +33,7 @@ def load_digits() -> Dataset:
 
 @register_dataset("breast_cancer", "Wisconsin breast cancer, 569 x 30, binary (inside scikit-learn)")
 def load_breast_cancer() -> Dataset:
+    # imported here: scikit-learn takes ~1.5 s to load; only these sets need it
     from sklearn.datasets import load_breast_cancer as sk_load
 
     bunch = sk_load()

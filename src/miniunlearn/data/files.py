@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from miniunlearn.core.errors import DataError
-from miniunlearn.data.base import Dataset, parse_dataset_spec, register_dataset
+from miniunlearn.data.dataset import Dataset, parse_dataset_spec, register_dataset
 from miniunlearn.data.memmap_cache import build_memmap_dataset, cached_folder, folder_preprocessing
 from miniunlearn.data.readers import FORMATS, Chunk, FileFormat, Reader, data_file
 from miniunlearn.data.scan import label_codes_of, scan

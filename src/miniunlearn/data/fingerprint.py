@@ -7,6 +7,8 @@ import hashlib
 
 import numpy as np
 
+from miniunlearn.core.progress import progress_bar
+
 _CHUNK_ROWS = 1 << 16
 _PROGRESS_ROWS = 1 << 22  # show a progress bar for sets this large (HIGGS: ~10 s of hashing)
 
@@ -17,7 +19,6 @@ def fingerprint_arrays(X: np.ndarray, y: np.ndarray, n_classes: int) -> str:
     Labels and features are hashed in row chunks (the digest is that of the concatenated
     bytes either way), so a memory-mapped set is never copied whole.
     """
-    from miniunlearn.core.progress import progress_bar
 
     digest = hashlib.sha256()
     digest.update(f"rows={X.shape[0]};features={X.shape[1]};classes={n_classes};".encode())

@@ -14,7 +14,7 @@ import numpy as np
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.core.params import Param, Text
-from miniunlearn.data.base import Dataset, check_finite, register_dataset
+from miniunlearn.data.dataset import Dataset, check_finite, register_dataset
 from miniunlearn.data.preprocessing import Preprocessing
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"

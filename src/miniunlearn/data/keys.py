@@ -27,6 +27,7 @@ _CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,17}")
 
 def normalize_keys(values, what: str = "keys") -> np.ndarray:
     """Keys from any array, list or pandas Series -> ``int64`` or UTF-8 ``S`` array (see the module docstring)."""
+    # imported here: pandas takes ~0.35 s to load; used only to recognise a Series
     import pandas as pd
 
     array = values.to_numpy() if isinstance(values, (pd.Series, pd.Index)) else np.asarray(values)
@@ -46,6 +47,7 @@ def normalize_keys(values, what: str = "keys") -> np.ndarray:
 
 
 def _text_keys(array: np.ndarray, what: str) -> np.ndarray:
+    # imported here: pandas takes ~0.35 s to load; only text keys need it
     import pandas as pd
 
     series = pd.Series(array, dtype=object)

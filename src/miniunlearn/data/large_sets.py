@@ -18,7 +18,7 @@ import numpy as np
 
 from miniunlearn.core.errors import DataError
 from miniunlearn.core.params import Interval, Param, Text
-from miniunlearn.data.base import Dataset, as_labels, check_finite, register_dataset, standardize
+from miniunlearn.data.dataset import Dataset, as_labels, check_finite, register_dataset, standardize
 from miniunlearn.data.memmap_cache import build_memmap_dataset, folder_preprocessing, open_memmaps
 
 COVTYPE_HINT = ("Covtype needs the network once (scikit-learn's fetch_covtype caches it under ~/scikit_learn_data) "
@@ -41,6 +41,7 @@ def _split_covtype(X: np.ndarray, y: np.ndarray, source: str, seed: int = 0) -> 
 
 
 def _covtype_cached() -> tuple[bool, str]:
+    # imported here: scikit-learn takes ~1.5 s to load; only covtype needs it
     from sklearn.datasets import get_data_home
 
     folder = Path(get_data_home()) / "covertype"
@@ -67,6 +68,7 @@ def load_covtype(path: str | None = None, download: int = 1) -> Dataset:
             raise DataError(f"covtype: {file} should have 55 columns (54 features + label), "
                             f"found {table.shape[1] if table.ndim == 2 else table.ndim}")
         return _split_covtype(table[:, :54], table[:, 54], f"local file {file}")
+    # imported here: scikit-learn takes ~1.5 s to load; only covtype needs it
     from sklearn.datasets import fetch_covtype
 
     try:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
 from miniunlearn.core.errors import DataError
+from miniunlearn.core.progress import progress_bar
 from miniunlearn.core.storage import atomic_write_json
 from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 
@@ -34,7 +36,6 @@ def open_memmaps(folder: Path) -> dict[str, np.ndarray]:
 
 def _train_moments(chunks, n_features: int, n_train: int, test_rows: np.ndarray | None, progress: str):
     """Mean and scale of the training rows of ``chunks()`` (one pass; see RunningMoments)."""
-    from miniunlearn.core.progress import progress_bar  # (rich: loaded only when rows are written)
 
     moments, row = RunningMoments(n_features), 0
     with progress_bar(f"{progress}: feature statistics", n_train) as advance:
@@ -65,7 +66,6 @@ def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
     The folder is complete only once ``meta.json`` exists; it is built under a temporary name
     and renamed, so an interrupted build is simply redone.
     """
-    from miniunlearn.core.progress import progress_bar  # (rich: loaded only when rows are written)
 
     folder = cache_dir() / key
     if (found := cached_folder(key)) is not None:
@@ -116,8 +116,6 @@ def build_memmap_dataset(key: str, n_rows: int, n_test: int, n_features: int,
     try:
         os.replace(tmp, folder)
     except OSError:  # another process finished first
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return folder, json.loads((folder / "meta.json").read_text())
 

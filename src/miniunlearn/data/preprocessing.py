@@ -26,6 +26,7 @@ import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from miniunlearn.core.errors import DataError
 
@@ -117,6 +118,7 @@ def class_labels(values, what: str = "labels") -> list:
 
 
 def _distinct_objects(array: np.ndarray, what: str) -> list:
+    # imported here: pandas takes ~0.35 s to load; only text labels need it
     import pandas as pd
 
     series = pd.Series(array, dtype=object)
@@ -254,8 +256,6 @@ class Preprocessing:
         """``{"feature_mean", "feature_scale"}`` float64 torch tensors (empty without scaling)."""
         if self.mean is None:
             return {}
-        import torch
-
         return {"feature_mean": torch.from_numpy(self.mean.copy()), "feature_scale": torch.from_numpy(self.scale.copy())}
 
     def metadata(self) -> str:

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, StrOptions, validate_parameter_constraints
 from sklearn.utils.extmath import safe_sparse_dot
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -42,10 +42,11 @@ from miniunlearn.core.storage import atomic_write_json, read_json
 from miniunlearn.data import Dataset
 from miniunlearn.data.keys import canonical
 from miniunlearn.estimator import memory
-from miniunlearn.estimator.requests import check_not_everything, requested_rows
+from miniunlearn.estimator.requests import as_list, check_not_everything, requested_rows, row_numbers
 from miniunlearn.runs import LOCK_FILE, Run, train
 from miniunlearn.runs.predict import Predictor
 from miniunlearn.service import Ledger, forget
+from miniunlearn.service.compact import compact as compact_fn
 
 ESTIMATOR_JSON = "estimator.json"
 ESTIMATOR_FORMAT = "miniunlearn-estimator/1"
@@ -275,8 +276,6 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         return self._memory
 
     def _forget_options(self, tol, max_passes, compact) -> dict:
-        from sklearn.utils._param_validation import validate_parameter_constraints
-
         options = {"tol": self.tol if tol is None else tol, "max_passes": self.max_passes if max_passes is None else max_passes,
                    "compact": self.compact if compact is None else compact}
         validate_parameter_constraints({k: self._parameter_constraints[k] for k in options}, options, "forget")
@@ -320,8 +319,6 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         """Compact now: the model becomes the exact optimum on the kept rows, the history is rebuilt
         there, and the forgotten rows are dropped (from memory, or from the saved directory's files);
         returns self (``compact_stats_``). Row numbers then count the kept rows only."""
-        from miniunlearn.service.compact import compact as compact_fn
-
         check_is_fitted(self)
         if self.run_dir_ is None:
             self.compact_stats_ = self._compact_memory()
@@ -351,12 +348,8 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
         if keys is not None and getattr(run.base, "keys_record", None) is None:
             requested_rows(None, keys, None, run.n_train, np.zeros(0, dtype=np.int64))  # raises: no keys
         if keys is not None:
-            from miniunlearn.estimator.requests import as_list
-
             keys = [str(k) for k in as_list(keys, "keys")]
         elif rows is not None:
-            from miniunlearn.estimator.requests import as_list, row_numbers
-
             rows = row_numbers(as_list(rows, "rows"), run.n_train)
         out = self.run_dir_ / UNLEARNED_DIR / f"{len(_done_requests(run)) + 1:04d}"
         with progress_disabled():

@@ -11,6 +11,7 @@ from __future__ import annotations
 from numbers import Integral
 
 import numpy as np
+import pandas as pd  # (loaded anyway by the estimator's scikit-learn transformers)
 
 from miniunlearn.core.errors import InputError
 from miniunlearn.data.keys import canonical, normalize_keys, rows_with_keys
@@ -18,8 +19,6 @@ from miniunlearn.data.keys import canonical, normalize_keys, rows_with_keys
 
 def as_list(values, what: str) -> list:
     """A request's values as a list: a scalar (a number or a string) is a one-element request."""
-    import pandas as pd
-
     if isinstance(values, (str, bytes, Integral, np.generic)) or np.ndim(values) == 0:
         return [values]
     if isinstance(values, (pd.Series, pd.Index)):

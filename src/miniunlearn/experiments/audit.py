@@ -63,7 +63,7 @@ def load_model_entry(path: str | Path, run, forget_ids: np.ndarray, name: str | 
     method, options = None, {}
     result_file = (path if path.is_dir() else path.parent) / RESULT_JSON
     if result_file.is_file():
-        result = read_json(result_file, "result.json")
+        result = read_json(result_file, RESULT_JSON)
         # a model made under the deletion ledger has forgotten every earlier request's rows too
         digest = ids_sha256(forget_ids)
         forgotten = result.get("cumulative_ids_sha256") or result.get("forget_ids_sha256")
@@ -222,7 +222,7 @@ def _method_groups(request: Request, shadow_method: str | None, shadow_options: 
     for m in request.models:
         method = shadow_method or m.method
         if method is None:
-            raise InputError(f"model {m.path} has no result.json naming its method; pass --shadow-method "
+            raise InputError(f"model {m.path} has no {RESULT_JSON} naming its method; pass --shadow-method "
                              "to say which method the shadow models should unlearn with")
         options = dict(shadow_options or {}) if shadow_method else dict(m.options)
         key = (method, json.dumps(options, sort_keys=True, default=str))

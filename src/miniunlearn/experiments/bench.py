@@ -301,7 +301,7 @@ def load_rows(out: Path) -> list[dict]:
     path = out / RESULTS_JSON
     if not path.is_file():
         return []
-    rows = read_json(path, "results.json")
+    rows = read_json(path, RESULTS_JSON)
     if not isinstance(rows, list):
         raise InputError(f"{path} is not a benchmark results file (expected a list of rows)")
     return rows

@@ -126,7 +126,7 @@ def read_base(run_dir: Path, meta: dict) -> Base:
     digest = file_sha256(record_path)
     if digest != pointer["sha256"]:
         raise RunError(f"the base record {record_path} was changed or damaged (SHA-256 {digest[:16]}... != "
-                       f"{pointer['sha256'][:16]}... in run.json)")
+                       f"{pointer['sha256'][:16]}... in {RUN_JSON})")
     record = read_json(record_path, BASE_JSON)
     check_base_record(record, generation, record_path)
     return Base(generation, folder, record)

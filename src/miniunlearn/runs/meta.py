@@ -17,7 +17,7 @@ _META_FIELDS = {"config": ("l2", "mode"), "dataset": ("spec", "fingerprint", "n_
 def read_run_meta(run_dir: str | Path) -> dict:
     """A run's ``run.json``, checked (:func:`check_run_meta`)."""
     target = Path(run_dir) / RUN_JSON
-    meta = read_json(target, "run.json")
+    meta = read_json(target, RUN_JSON)
     check_run_meta(meta, target)
     return meta
 

@@ -45,7 +45,7 @@ def model_dir(path: str | Path) -> Path:
     directory itself until a compaction; :mod:`miniunlearn.runs.bases`)."""
     path = Path(path)
     if (path / RUN_JSON).is_file():
-        meta = read_json(path / RUN_JSON, "run.json")
+        meta = read_json(path / RUN_JSON, RUN_JSON)
         if isinstance(meta, dict) and meta.get("base") is not None:
             check_run_meta(meta, path / RUN_JSON)
             return read_base(path, meta).dir

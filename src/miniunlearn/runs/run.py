@@ -17,9 +17,8 @@ import torch
 from miniunlearn.core.errors import DataError, InputError, RunError
 from miniunlearn.core.storage import read_json
 from miniunlearn.data import Preprocessing, load_dataset
-from miniunlearn.data.base import recorded_spec
 from miniunlearn.data import keys as keys_module
-from miniunlearn.data.base import is_file_format, parse_dataset_spec, restandardized
+from miniunlearn.data.dataset import is_file_format, parse_dataset_spec, recorded_spec, restandardized
 from miniunlearn.history import DeltaGradHistory, MiniHistory
 from miniunlearn.models.logistic import LogisticRegression
 from miniunlearn.runs.bases import MissingRowsError, read_base, select_base_rows
@@ -43,7 +42,7 @@ class Run:
         if not self.path.is_dir():
             raise RunError(f"run directory not found: {self.path}")
         if not (self.path / RUN_JSON).exists() and (self.path / RESULT_JSON).exists():
-            raise RunError(f"{self.path} holds an unlearned model (result.json), not a training run; to forget "
+            raise RunError(f"{self.path} holds an unlearned model ({RESULT_JSON}), not a training run; to forget "
                            f"more rows, run forget on the original run{_original_run(self.path)}: its deletion "
                            "ledger remembers what was already forgotten and every method computes from the "
                            "run's base")
@@ -83,7 +82,7 @@ class Run:
 
     @property
     def spec(self) -> str:
-        """The dataset spec that reloads the run's data, held-out draw included (:func:`~miniunlearn.data.base.recorded_spec`)."""
+        """The dataset spec that reloads the run's data, held-out draw included (:func:`~miniunlearn.data.dataset.recorded_spec`)."""
         return recorded_spec(self.meta["dataset"])
 
     @property
@@ -108,7 +107,7 @@ class Run:
     def theta(self) -> torch.Tensor:
         model, theta, _ = load_model(self.base.dir)
         if (model.n_features, model.n_classes) != (self.model.n_features, self.model.n_classes):
-            raise RunError(f"{self.base.dir / MODEL_FILE} does not match run.json's model shape")
+            raise RunError(f"{self.base.dir / MODEL_FILE} does not match {RUN_JSON}'s model shape")
         return theta
 
     @cached_property
@@ -233,7 +232,7 @@ class Run:
             raise RunError(f"history {self.history_path()} does not match the model's {self.model.n_params} parameters")
         if history.n != self.n_train or history.l2 != self.l2 or history.penalize_intercept != self.penalize_intercept:
             raise RunError(f"history {self.history_path()} was recorded for n={history.n}, l2={history.l2:g} but "
-                           f"run.json says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
+                           f"{RUN_JSON} says n={self.n_train}, l2={self.l2:g}; the run directory is inconsistent")
         return history
 
     def deltagrad_history(self):
@@ -278,7 +277,7 @@ def _positional_split_note(spec: str) -> str:
 
 def _original_run(result_dir: Path) -> str:
     try:
-        origin = read_json(result_dir / RESULT_JSON, "result.json").get("run")
+        origin = read_json(result_dir / RESULT_JSON, RESULT_JSON).get("run")
     except (RunError, AttributeError):
         return ""
     return f" {origin}" if isinstance(origin, str) else ""

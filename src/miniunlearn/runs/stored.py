@@ -23,7 +23,7 @@ import numpy as np
 from miniunlearn.core.errors import RunError
 from miniunlearn.core.storage import atomic_write_bytes, file_sha256
 from miniunlearn.data import Dataset
-from miniunlearn.runs.layout import DATA_DIR, KEYS_FILE
+from miniunlearn.runs.layout import DATA_DIR, KEYS_FILE, RUN_JSON
 
 PARTS = {"X_train": np.float32, "y_train": np.int64, "X_test": np.float32, "y_test": np.int64}
 
@@ -87,7 +87,7 @@ def load_stored(run_dir: Path, record: dict, n_classes: int, preprocessing, keys
     for part, dtype in PARTS.items():
         name = record["stored"].get(part)
         if not isinstance(name, str):
-            raise RunError(f"run.json in {run_dir} records no stored {part}")
+            raise RunError(f"{RUN_JSON} in {run_dir} records no stored {part}")
         array = _load_checked(Path(run_dir) / name, Path(name).stem, f"the run's stored {part}", mmap=True)
         if array.dtype != np.dtype(dtype):
             raise RunError(f"the run's stored {part} ({run_dir / name}) has dtype {array.dtype}, not {np.dtype(dtype)}")

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from miniunlearn.core.errors import DataError, InputError, MiniUnlearnError
 from miniunlearn.core.storage import canonical_json, plain
+from miniunlearn.runs import MODEL_FILE
 from miniunlearn.server import receipts, schemas
 from miniunlearn.server.auth import OPEN_ACCESS, Identity, load_store
 from miniunlearn.server.config import ServeConfig
@@ -354,7 +355,7 @@ def _model_routes(app: FastAPI) -> None:
             raise ApiError(409, "the served model file changed on disk since it was loaded; ask again")
         return Response(data, media_type="application/octet-stream",
                         headers={"X-Model-SHA256": served.sha256,
-                                 "Content-Disposition": 'attachment; filename="model.safetensors"'})
+                                 "Content-Disposition": f'attachment; filename="{MODEL_FILE}"'})
 
     @app.post("/v1/compact", responses=ERRORS, summary="Make the optimum on the kept rows the run's new base")
     def compact(request: Request, _: Identity = Depends(require("admin"))) -> dict:

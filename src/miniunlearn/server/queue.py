@@ -31,6 +31,7 @@ from typing import Iterator
 
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import atomic_path, canonical_json
+from miniunlearn.server.receipts import SERVE_DIR
 
 QUEUE_FILE = "queue.sqlite"
 STATUSES = ("queued", "running", "done", "failed")
@@ -137,8 +138,6 @@ class DeletionQueue:
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "DeletionQueue":
-        from miniunlearn.server.receipts import SERVE_DIR
-
         directory = Path(run_dir) / SERVE_DIR
         directory.mkdir(parents=True, exist_ok=True)
         return cls(directory / QUEUE_FILE)

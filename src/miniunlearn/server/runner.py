@@ -16,6 +16,9 @@ import ipaddress
 import logging
 import socket
 
+import torch
+import uvicorn
+
 from miniunlearn.core.errors import InputError
 from miniunlearn.server.app import create_app
 from miniunlearn.server.config import ServeConfig
@@ -46,12 +49,8 @@ def check_address(host: str, port: int, tokens) -> None:
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8000, ssl_certfile=None, ssl_keyfile=None,
           log_level: str = "info") -> None:
     """Serve ``config.run`` until SIGTERM/SIGINT (blocking)."""
-    import uvicorn
-
     check_address(host, port, config.tokens)
     if config.threads is not None:
-        import torch
-
         torch.set_num_threads(int(config.threads))
     logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO), format="%(levelname)s: %(message)s")
     uvicorn.run(create_app(config), host=host, port=int(port), log_level=log_level, ssl_certfile=ssl_certfile,

@@ -36,6 +36,7 @@ from miniunlearn.privacy import ReleaseRequest
 from miniunlearn.server.queue import Deletion, DeletionQueue
 from miniunlearn.server.receipts import SERVE_DIR
 from miniunlearn.service import forget
+from miniunlearn.service.compact import compact
 from miniunlearn.service.ledger import Ledger
 
 log = logging.getLogger("miniunlearn.server")
@@ -239,8 +240,6 @@ class Worker:
         return report
 
     def _compact(self, job: Future) -> None:
-        from miniunlearn.service.compact import compact
-
         if not job.set_running_or_notify_cancel():
             return
         try:

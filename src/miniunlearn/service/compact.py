@@ -47,7 +47,7 @@ from miniunlearn.core.storage import (
     remove_durably,
     remove_tree_durably,
 )
-from miniunlearn.data.base import restandardized
+from miniunlearn.data.dataset import restandardized
 from miniunlearn.data.preprocessing import STANDARDIZE, Preprocessing, RunningMoments
 from miniunlearn.evaluation.metrics import accuracy
 from miniunlearn.history import resolve_profile
@@ -356,7 +356,7 @@ def _from_earlier_base(request, generation: int) -> bool:
     if request.model_sha256 is not None and file_sha256(model) == request.model_sha256:
         return True
     try:
-        published = read_json(request.out_path / RESULT_JSON, "result.json").get("base_generation")
+        published = read_json(request.out_path / RESULT_JSON, RESULT_JSON).get("base_generation")
     except Exception:  # noqa: BLE001 - an unreadable marker: not ours to judge, leave the files
         return False
     return isinstance(published, int) and published < generation

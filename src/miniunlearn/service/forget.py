@@ -237,7 +237,7 @@ def _write_result_json(run, out: Path, result: UnlearnResult, ids, cumulative, m
     atomic_write_json(Path(out) / RESULT_JSON, {
         "run": str(Path(run.path).resolve()), "ledger_request": request_id,
         "forget_ids_sha256": ids_sha256(ids), "cumulative_ids_sha256": ids_sha256(cumulative),
-        "model_file": "model.safetensors", "model_sha256": model_sha256, **result.summary()})
+        "model_file": MODEL_FILE, "model_sha256": model_sha256, **result.summary()})
 
 
 def _forget_recorded(run, ids, algorithm, method: str, out: Path, workers: int, overwrite: bool,
@@ -283,7 +283,7 @@ def _forget_locked(run, book, ids, algorithm, method, out, workers, overwrite, p
         digest = _save_model(run, out, result)
         if plan.kind == "recompute":
             result.stats["ledger"]["identical_to_recorded"] = digest == plan.refers_to.model_sha256
-        book.finish(request_id, digest, (out / "model.safetensors").stat().st_size, result.stats)
+        book.finish(request_id, digest, (out / MODEL_FILE).stat().st_size, result.stats)
     except BaseException as exc:
         book.fail(request_id, exc)
         raise

@@ -441,7 +441,7 @@ def _new_meta(run) -> dict:
 
 def _refuse_lost(run, path: Path) -> None:
     """Refuse a run whose ``run.json`` records a ledger that no longer exists."""
-    recorded = read_json(Path(run.path) / RUN_JSON, "run.json").get("ledger")
+    recorded = read_json(Path(run.path) / RUN_JSON, RUN_JSON).get("ledger")
     if isinstance(recorded, dict):
         raise RunError(f"run {run.path} had a deletion ledger (created {recorded.get('created', '?')}) but {path} is "
                        "missing: the record of which rows were forgotten is lost. Restore the ledger from a backup; "
@@ -450,5 +450,5 @@ def _refuse_lost(run, path: Path) -> None:
 
 def _record_in_run(run) -> None:
     """Note in ``run.json`` that the run has a ledger (so losing it is noticed); written once."""
-    if not isinstance(read_json(Path(run.path) / RUN_JSON, "run.json").get("ledger"), dict):
+    if not isinstance(read_json(Path(run.path) / RUN_JSON, RUN_JSON).get("ledger"), dict):
         update_run_meta(run.path, ledger={"file": LEDGER_FILE, "created": utc_now()})
