@@ -209,8 +209,9 @@ class _JsonBody:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http":
+            # in place: the outer middleware reads the matched route from this same scope
             headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
-            scope = {**scope, "headers": headers + [(b"content-type", b"application/json")]}
+            scope["headers"] = headers + [(b"content-type", b"application/json")]
         await self.app(scope, receive, send)
 
 
