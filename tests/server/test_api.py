@@ -213,6 +213,30 @@ def test_bad_deletions_get_a_4xx_naming_the_problem(served, body, named):
     assert named in answer.json()["error"]
 
 
+def test_a_body_is_read_as_json_whatever_its_content_type(served):
+    # `curl -d` sends application/x-www-form-urlencoded: the body must still be decoded, so the answer names
+    # the real problem (here an unknown key) instead of refusing a well-formed request
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", None):
+        headers = {**auth(served["tokens"]["deleter"]), **({"content-type": content_type} if content_type else {})}
+        answer = served["client"].post("/v1/deletions", content='{"keys": ["nobody-by-form"]}', headers=headers)
+        assert answer.status_code == 422 and "'nobody-by-form'" in answer.json()["error"], answer.text
+
+
+def test_keys_whose_rows_were_all_held_out_are_accepted_and_change_nothing(served):
+    # like `miniunlearn forget --keys`: a person need not know which side of the split their rows fell on
+    from miniunlearn.data.keys import canonical
+
+    held = canonical(served["dataset"].test_keys[:1])[0]
+    assert held not in set(canonical(open_run(served["run"]).keys()))
+    client, reader = served["client"], served["tokens"]["reader"]
+    before = client.get("/v1/model", headers=auth(reader)).json()["model_sha256"]
+    answer = delete(served, {"keys": [held]})
+    assert answer.status_code == 202, answer.text
+    status = wait_done(client, [answer.json()["id"]], reader)[answer.json()["id"]]
+    assert status["status"] == "done" and status["n_rows"] == 0, status
+    assert status["model_sha256"] == before
+
+
 def test_limits_and_huge_bodies(served):
     client, token = served["client"], served["tokens"]["deleter"]
     many = client.post("/v1/deletions", json={"keys": [f"u{i}" for i in range(501)]}, headers=auth(token))

@@ -30,6 +30,7 @@ from miniunlearn.server.metrics import Metrics
 from miniunlearn.server.queue import DeletionQueue, IdempotencyConflict
 from miniunlearn.server.state import ServerState, WarmRun
 from miniunlearn.server.worker import Worker
+from miniunlearn.service.requests import request_rows
 
 log = logging.getLogger("miniunlearn.server")
 API_VERSION = "1"
@@ -199,7 +200,24 @@ class _BodyLimit:
         await self.app(scope, replay, send)
 
 
+class _JsonBody:
+    """Reads every request body as JSON, whatever its Content-Type says: the API takes nothing else, and
+    ``curl -d`` sends ``application/x-www-form-urlencoded`` by default -- without this, FastAPI would not
+    decode such a body and would answer a valid request with a 422 that names no real problem."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            # in place: the outer middleware reads the matched route from this same scope
+            headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+            scope["headers"] = headers + [(b"content-type", b"application/json")]
+        await self.app(scope, receive, send)
+
+
 def _middleware(app: FastAPI, config: ServeConfig) -> None:
+    app.add_middleware(_JsonBody)
     app.add_middleware(_BodyLimit, limit=config.max_body_bytes)
 
     @app.middleware("http")  # (added last: the outermost, so it also counts the 413s of the body limit)
@@ -271,7 +289,7 @@ def _check_names(server: Server, body: schemas.DeletionCreate, names: list) -> N
     """Refuse, before anything is stored, names the run does not know (422 naming one)."""
     run = server.run
     if body.keys is not None:
-        run.rows_for_keys(names)  # InputError naming the unknown keys -> 422
+        request_rows(run, keys=names)  # InputError naming the unknown keys -> 422; held-out-only keys are accepted
         return
     rows = np.asarray(names, dtype=np.int64)
     bad = rows[rows >= run.n_train]

@@ -38,6 +38,7 @@ from miniunlearn.server.receipts import SERVE_DIR
 from miniunlearn.service import forget
 from miniunlearn.service.compact import compact
 from miniunlearn.service.ledger import Ledger
+from miniunlearn.service.requests import request_rows
 
 log = logging.getLogger("miniunlearn.server")
 SOLVES_DIR = "solves"
@@ -110,10 +111,11 @@ class Worker:
 
     # -- one batch -------------------------------------------------------------------------------------
     def rows_of(self, request: Deletion) -> np.ndarray:
-        """The training rows a queued request names, in the run's current base (InputError if impossible)."""
+        """The training rows a queued request names, in the run's current base (InputError if impossible).
+        Keys whose rows were all held out for testing name no row, as in ``miniunlearn forget --keys``."""
         run = self.state.run
         if request.requested_by == "keys":
-            return np.asarray(run.rows_for_keys([str(k) for k in request.names]), dtype=np.int64)
+            return np.asarray(request_rows(run, keys=[str(k) for k in request.names]).rows, dtype=np.int64)
         if request.generation != run.generation:
             raise _Refused(f"the request names row numbers of base generation {request.generation}, but the run was "
                            f"compacted since (now generation {run.generation}) and its rows renumbered; "
