@@ -250,11 +250,12 @@ class MiniUnlearning(UnlearningMethod):
     @staticmethod
     def _summary(stats: dict, w: torch.Tensor, theta_T: torch.Tensor, certificate, tol, stop: str) -> dict:
         """The result's certificate fields: ``certificate`` (None when nothing was certified),
-        ``certified_relative`` = certificate / ||w - w_T||, ``converged`` (the tolerance reached)."""
+        ``certified_relative`` = certificate / ||w - w_T||, ``converged`` (the tolerance reached; None for
+        a fixed budget, which promises no tolerance: its certificate says how close it landed)."""
         moved = float((w - theta_T).norm())
         finite = certificate is not None and math.isfinite(certificate)
         relative = certificate / moved if finite and moved > 0 else float("inf")
-        converged = True if tol is None else bool(finite and certificate <= tol * moved)
+        converged = None if tol is None else bool(finite and certificate <= tol * moved)
         return {**stats, "certificate": certificate if finite else None,
                 "certified_relative": relative if finite else None, "converged": converged, "tol": tol,
                 "refine_stop": stop}
