@@ -35,7 +35,7 @@ from miniunlearn.core.text import slug
 from miniunlearn.data import load_dataset
 from miniunlearn.history import MiniHistory, build_mini_history
 from miniunlearn.history.profiles import make_profile
-from miniunlearn.history.profiles.base import pack_symmetric
+from miniunlearn.history.profiles.interface import pack_symmetric
 from miniunlearn.models import Objective, Rows
 from miniunlearn.runs import train
 from miniunlearn.runs import HISTORY_FILE, Run, update_run_meta

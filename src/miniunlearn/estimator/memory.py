@@ -34,7 +34,7 @@ from miniunlearn.core.errors import ConvergenceError, InputError
 from miniunlearn.data import Dataset
 from miniunlearn.history import build_mini_history, resolve_profile
 from miniunlearn.history.mini import DEFAULT_MEMORY_BUDGET, MiniHistory
-from miniunlearn.methods.base import UnlearnContext
+from miniunlearn.methods.interface import UnlearnContext
 from miniunlearn.estimator import dense
 from miniunlearn.methods.mini import STEP0_MAX_SHARE, MiniUnlearning
 from miniunlearn.models import LogisticRegression, Objective, Rows
@@ -53,7 +53,7 @@ ROUNDING_STOP = "the tolerance is below what floating-point arithmetic can certi
 
 @dataclass
 class MemoryRun:
-    """What an unlearning method reads from a run (:class:`~miniunlearn.methods.base.UnlearnContext`),
+    """What an unlearning method reads from a run (:class:`~miniunlearn.methods.interface.UnlearnContext`),
     held in memory."""
 
     model: LogisticRegression

@@ -12,7 +12,7 @@ import torch
 from miniunlearn.core.errors import InputError, RunError
 from miniunlearn.core.storage import load_tensors, save_tensors
 from miniunlearn.history.profiles import CurvatureProfile, available_profiles, choose_by_budget, make_profile
-from miniunlearn.history.profiles.base import DEFECT, profile_class
+from miniunlearn.history.profiles.interface import DEFECT, profile_class
 from miniunlearn.history.profiles.exact import ExactProfile, exact_inverse
 from miniunlearn.models.objective import Objective
 

@@ -1,4 +1,4 @@
-"""Unlearning methods behind one interface and a registry (see :mod:`miniunlearn.methods.base`).
+"""Unlearning methods behind one interface and a registry (see :mod:`miniunlearn.methods.interface`).
 
 Every module of this package is imported here, so a method registers itself by existing:
 adding a method is adding one file. The forget *service* (validation, ledger, files) is
@@ -8,7 +8,7 @@ adding a method is adding one file. The forget *service* (validation, ledger, fi
 import importlib
 import pkgutil
 
-from miniunlearn.methods.base import (
+from miniunlearn.methods.interface import (
     UnlearnContext,
     UnlearningMethod,
     UnlearnResult,

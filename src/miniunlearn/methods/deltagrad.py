@@ -45,7 +45,7 @@ import torch
 
 from miniunlearn.core.errors import RunError
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.methods.sgd import take
 
 CURVATURE_EPS = 1e-10

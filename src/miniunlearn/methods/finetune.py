@@ -34,7 +34,7 @@ from __future__ import annotations
 from numbers import Integral
 
 from miniunlearn.core.params import Interval, Options, Param
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.methods.sgd import BATCH_SIZE, LR, SEED, epoch_batches, estimate_smoothness, take
 
 DEFAULT_BATCH_SIZE = 256

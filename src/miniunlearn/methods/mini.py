@@ -37,7 +37,7 @@ import torch
 
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models import CachedCurvature, Objective, Rows
 from miniunlearn.solvers.certificate import (
     NewtonCertificate,

@@ -36,7 +36,7 @@ import itertools
 from numbers import Integral, Real
 
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.methods.finetune import resolve_sgd_settings
 from miniunlearn.methods.sgd import BATCH_SIZE, LR, SEED, epoch_batches, take
 

@@ -44,7 +44,7 @@ from numbers import Integral, Real
 import torch
 
 from miniunlearn.core.params import Boolean, Interval, Options, Param
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models.objective import Objective
 from miniunlearn.solvers.certified_newton import certify_point
 from miniunlearn.solvers.cg import preconditioned_cg

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from miniunlearn.methods.base import UnlearnContext, UnlearningMethod, register
+from miniunlearn.methods.interface import UnlearnContext, UnlearningMethod, register
 from miniunlearn.models.rows import Rows
 from miniunlearn.training import TrainConfig, fit
 

@@ -6,7 +6,7 @@
 """
 
 from miniunlearn.history.profiles import exact, kron, minimal  # noqa: F401  (registration)
-from miniunlearn.history.profiles.base import (
+from miniunlearn.history.profiles.interface import (
     CurvatureProfile,
     available_profiles,
     choose_by_budget,

@@ -15,7 +15,7 @@ import math
 import torch
 
 from miniunlearn.core.params import Boolean, Param
-from miniunlearn.history.profiles.base import (
+from miniunlearn.history.profiles.interface import (
     DEFECT,
     CurvatureProfile,
     Options,
@@ -81,7 +81,7 @@ FAST_BUILD_MIN_PARAMS = 4096  # below this the build takes seconds at most: keep
 class ExactProfile(CurvatureProfile):
     name = "exact"
     summary = "P = (H_D + lambda M)^-1, dense or packed upper triangle, float64 or float32"
-    rank = 100
+    preference = 100
     exact = True
     parameters = {
         "dtype": Param("float64", Options(("float64", "float32")), help="storage precision of P"),

@@ -25,7 +25,7 @@ from numbers import Integral
 import torch
 
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.history.profiles.base import (
+from miniunlearn.history.profiles.interface import (
     DTYPE_OPTION,
     CurvatureProfile,
     itemsize,
@@ -49,7 +49,7 @@ def _triu(C: int) -> tuple[torch.Tensor, torch.Tensor]:
 class KronProfile(CurvatureProfile):
     name = "kron"
     summary = "exact curvature in the top-k feature directions, one C x C block per other direction"
-    rank = 50
+    preference = 50
     parameters = {
         "k": Param(None, Interval(Integral, 0, 1 << 20), None,
                    help=f"feature directions kept with exact curvature; None: as many as C k <= {MAX_TOP}"),

@@ -14,7 +14,7 @@ from numbers import Integral
 import torch
 
 from miniunlearn.core.params import Interval, Param
-from miniunlearn.history.profiles.base import CurvatureProfile, register
+from miniunlearn.history.profiles.interface import CurvatureProfile, register
 
 MAX_VECTORS = 64
 
@@ -39,7 +39,7 @@ def top_eigenpairs(objective, theta: torch.Tensor, k: int, iterations: int = 4, 
 class MinimalProfile(CurvatureProfile):
     name = "minimal"
     summary = f"top-k Hessian eigenpairs + its diagonal (k + 2 <= {MAX_VECTORS} vectors of p)"
-    rank = 10
+    preference = 10
     parameters = {
         "rank": Param(MAX_VECTORS - 2, Interval(Integral, 1, MAX_VECTORS - 2), help="eigenpairs kept"),
     }

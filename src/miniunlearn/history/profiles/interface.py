@@ -39,7 +39,7 @@ def register(cls: type["CurvatureProfile"]) -> type["CurvatureProfile"]:
 
 def available_profiles() -> list[str]:
     """Registered profile names, most accurate first."""
-    return sorted(_REGISTRY, key=lambda name: -_REGISTRY[name].rank)
+    return sorted(_REGISTRY, key=lambda name: -_REGISTRY[name].preference)
 
 
 def profile_class(name: str) -> type["CurvatureProfile"]:
@@ -79,12 +79,12 @@ def itemsize(name: str) -> int:
 
 
 class CurvatureProfile:
-    """Base class. Subclasses set ``name``, ``summary``, ``rank`` (higher: more accurate, preferred
+    """Base class. Subclasses set ``name``, ``summary``, ``preference`` (higher: more accurate, preferred
     by the budget choice), ``parameters`` and ``tensor_names``, and implement the methods below."""
 
     name = ""
     summary = ""
-    rank = 0
+    preference = 0
     exact = False  # the preconditioner is (H_D + lambda M)^-1 itself (step 0 may use the contraction)
     parameters: dict[str, Param] = {}
     tensor_names: tuple[str, ...] = ()
