@@ -20,7 +20,7 @@ On a Fashion-MNIST run (l2 1e-3; keys are row numbers, so one "user" is one row)
 
 Writes ``benchmarks/results/service/results.json`` and ``results.md``. Run with the machine to itself:
 
-    /work/shared/tools/exclusive .venv/bin/python benchmarks/service.py --run runs/fm-1e-3
+    ../shared/tools/exclusive .venv/bin/python benchmarks/service.py --run runs/fm-1e-3
 """
 
 from __future__ import annotations
