@@ -41,8 +41,6 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,10 +54,10 @@ from miniunlearn.runs import open_run, train
 from miniunlearn.service import forget
 from miniunlearn.service.requests import random_forget_ids
 from miniunlearn.solvers.newton import newton_cg
+from sklearn_refit import warm_refit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "certified"
 POLISH_TOL = 1e-11
-SKLEARN_ITERS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
 HARD_CASES = (
     ("digits", 1e-5), ("breast_cancer", 1e-5),
     ("synthetic:n_samples=2000,n_features=8,n_classes=2,seed=3,separation=50,label_noise=0", 1e-6),
@@ -79,34 +77,9 @@ def _polished_optimum(run, ids, start: torch.Tensor) -> tuple[torch.Tensor, floa
 
 
 def _sklearn_refit(run, ids, theta_T, theta_R, target: float, solver: str, max_iter_cap: int = 2048) -> dict:
-    """Time scikit-learn's warm-started refit on R at the smallest max_iter reaching ``target``."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    if not run.penalize_intercept:
-        raise SystemExit("the scikit-learn comparison assumes a penalised intercept")
-    ds = run.dataset
-    keep = np.setdiff1d(np.arange(run.n_train), ids)
-    X = np.hstack([np.asarray(ds.X_train[keep], dtype=np.float64), np.ones((len(keep), 1))])
-    y = np.asarray(ds.y_train[keep])
-    C = 1.0 / (run.l2 * len(keep))
-    W_T = run.model.matrix(theta_T).numpy()
-    W_R = run.model.matrix(theta_R).numpy()
-    for max_iter in [i for i in SKLEARN_ITERS if i <= max_iter_cap]:
-        clf = LogisticRegression(C=C, fit_intercept=False, solver=solver, tol=1e-14, max_iter=max_iter,
-                                 warm_start=True)
-        clf.coef_ = W_T.copy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            start = time.perf_counter()
-            clf.fit(X, y)
-            seconds = time.perf_counter() - start
-        distance = float(np.linalg.norm(clf.coef_ - W_R))
-        if distance <= target:
-            return {"solver": solver, "max_iter": max_iter, "n_iter": int(np.max(clf.n_iter_)), "time_s": seconds,
-                    "distance": distance, "reached": True}
-    return {"solver": solver, "max_iter": max_iter, "n_iter": int(np.max(clf.n_iter_)), "time_s": seconds,
-            "distance": distance, "reached": False}
+    """Time scikit-learn's warm-started refit on R from w_T at the smallest max_iter within ``target`` of w_R."""
+    return warm_refit(run, ids, run.model.matrix(theta_T).numpy(), run.model.matrix(theta_R).numpy(), target,
+                      solver, max_iter_cap)
 
 
 def _requests(run, args):

@@ -36,7 +36,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 import httpx
@@ -46,10 +45,11 @@ from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json
 from miniunlearn.runs import open_run
 from miniunlearn.service.ledger import Ledger
 from miniunlearn.service.requests import write_keys_file
+from sklearn_refit import warm_refit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "service"
 SEED = 2718281  # forget sets: a seed no other benchmark or test uses
-SKLEARN_ITERS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32)
+SKLEARN_MAX_ITER = 32  # the largest max_iter tried
 ROOT = Path(__file__).resolve().parents[1]
 MINIUNLEARN = [sys.executable, "-m", "miniunlearn"]
 
@@ -204,28 +204,9 @@ def model_matrix(path: Path) -> np.ndarray:
 
 def sklearn_refit(run, forgotten: np.ndarray, W_before: np.ndarray, W_service: np.ndarray, target: float) -> dict:
     """Warm-started newton-cg on the kept rows: fit time at the smallest max_iter within ``target`` of the service."""
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
-
-    ds = run.dataset
-    keep = np.setdiff1d(np.arange(run.n_train), forgotten)
-    X = np.hstack([np.asarray(ds.X_train[keep], dtype=np.float64), np.ones((len(keep), 1))])
-    y = np.asarray(ds.y_train[keep])
-    C = 1.0 / (run.l2 * len(keep))
-    for max_iter in SKLEARN_ITERS:
-        clf = LogisticRegression(C=C, fit_intercept=False, solver="newton-cg", tol=1e-14, max_iter=max_iter,
-                                 warm_start=True)
-        clf.coef_ = W_before.copy()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            start = time.perf_counter()
-            clf.fit(X, y)
-            seconds = time.perf_counter() - start
-        distance = float(np.linalg.norm(clf.coef_ - W_service))
-        if distance <= target:
-            break
-    return {"max_iter": max_iter, "fit_s": seconds, "distance_to_service": distance, "target": target,
-            "reached": distance <= target}
+    fit = warm_refit(run, forgotten, W_before, W_service, target, "newton-cg", max_iter_cap=SKLEARN_MAX_ITER)
+    return {"max_iter": fit["max_iter"], "fit_s": fit["time_s"], "distance_to_service": fit["distance"],
+            "target": target, "reached": fit["reached"]}
 
 
 def large_requests(url: str, run_dir: Path, large: list) -> list[dict]:
