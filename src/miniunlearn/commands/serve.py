@@ -13,8 +13,6 @@ from miniunlearn.core.errors import InputError
 from miniunlearn.server.auth import TokenStore, load_store, parse_scopes
 from miniunlearn.server.config import LIMITS, ServeConfig
 from miniunlearn.server.receipts import load_public_key, run_public_key, verify
-from miniunlearn.server.runner import check_address
-from miniunlearn.server.runner import serve as run_server
 
 
 def attach(cli) -> None:
@@ -56,6 +54,10 @@ def serve(run_dir, host, port, tokens_file, ssl_certfile, ssl_keyfile, log_level
     receipts; predictions (POST /v1/predict) always use the ledger's latest model. The CLI and the
     Python API keep working on a served run. Stop with SIGTERM or Ctrl-C: the running solve finishes.
     """
+    # FastAPI and uvicorn (~0.3 s) load only for `serve`, not at every command's start-up
+    from miniunlearn.server.runner import check_address
+    from miniunlearn.server.runner import serve as run_server
+
     config = ServeConfig.build(run_dir, tokens_file, **limits)
     check_address(host, port, config.tokens)
     if config.tokens is not None:

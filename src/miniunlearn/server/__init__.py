@@ -8,7 +8,8 @@ swapped atomically), ``worker`` (one thread solving queued requests in coalesced
 ``runner`` (uvicorn, start-up checks, signals). docs/service.md describes the contract.
 """
 
-from miniunlearn.server.app import create_app
 from miniunlearn.server.config import ServeConfig
 
-__all__ = ["ServeConfig", "create_app"]
+# The FastAPI app (create_app, in server.app) is not imported here: the CLI imports this package for its
+# token and receipt commands, and FastAPI would add ~0.25 s to every command's start-up.
+__all__ = ["ServeConfig"]
