@@ -135,3 +135,18 @@ def test_nan_in_local_data_is_refused(tmp_path, rng):
     np.savetxt(tmp_path / "c.csv", table, delimiter=",")
     with pytest.raises(DataError, match="NaN"):
         load_dataset(f"covtype:path={tmp_path / 'c.csv'}")
+
+
+def test_idx_train_rows_keeps_the_first_training_rows_and_the_whole_test_file(tmp_path, rng):
+    _idx_folder(tmp_path / "idx", rng, gz=False)
+    whole = load_dataset(f"fashion-mnist:path={tmp_path / 'idx'}")
+    cut = load_dataset(f"fashion-mnist:path={tmp_path / 'idx'},train_rows=12")
+    raw = read_idx(tmp_path / "idx" / "train-images-idx3-ubyte")
+    assert np.array_equal(cut.X_train, raw.reshape(30, -1)[:12] / 255.0)
+    assert np.array_equal(cut.y_train, np.arange(12) % 10)
+    assert np.array_equal(cut.X_test, whole.X_test) and cut.n_classes == 10
+    assert cut.fingerprint() != whole.fingerprint()
+    with pytest.raises(DataError, match="train_rows=31 but the training file holds 30 rows"):
+        load_dataset(f"fashion-mnist:path={tmp_path / 'idx'},train_rows=31")
+    with pytest.raises(DataError, match="option train_rows must be an integer in \\[10, inf\\) or None, got 3"):
+        load_dataset(f"fashion-mnist:path={tmp_path / 'idx'},train_rows=3")
