@@ -232,3 +232,10 @@ def test_demo_json_prints_only_json_and_the_certificate_bounds_the_true_distance
     mini = rows["mini"]
     assert mini["certified_relative"] <= 1e-4
     assert mini["l2_to_retrain"] <= mini["certificate"] + 1e-9 / small.l2
+
+
+def test_bench_refuses_a_ulira_source_that_is_not_privacy_results(tmp_path, capsys):
+    (tmp_path / "r.json").write_text('{"rows": []}')
+    code, out, err = run_cli(capsys, "bench", "--out", str(tmp_path / "o"), "--ulira-from", str(tmp_path / "r.json"))
+    assert code == 2 and "not a privacy benchmark's results.json" in err, err
+    assert not (tmp_path / "o").exists()

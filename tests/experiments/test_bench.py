@@ -72,6 +72,11 @@ def test_report_has_tables_and_plots(bench):
     report = write_report(rows, out, "test", "miniunlearn bench --out x")
     text = report.read_text()
     assert "| mini (refine 0) | 10% |" in text and "breast_cancer" in text
+    header = next(line for line in text.splitlines() if line.startswith("| method | ratio |"))
+    column = header.split(" | ").index("certified")
+    certified = next(r for r in rows if r["method"] == "mini" and r["refine"] is None and r["ratio"] == 0.1)
+    row = next(line for line in text.splitlines() if line.startswith("| mini | 10% |"))
+    assert row.split(" | ")[column] == f"{certified['certified_relative']:.1e}"
     assert (out / "breast_cancer_relative_residual.png").stat().st_size > 1000
 
 

@@ -74,3 +74,22 @@ def test_bad_configuration_is_refused(tmp_path):
         run_privacy(PrivacyConfig(datasets=[SPEC], shadows=4), tmp_path / "o", tmp_path / "w")
     with pytest.raises(InputError, match="epsilon"):
         run_privacy(PrivacyConfig(datasets=[SPEC], epsilons=[0.0]), tmp_path / "o", tmp_path / "w")
+
+
+def test_the_ulira_summary_quotes_every_attacked_method_against_retraining(bench):
+    from miniunlearn.experiments.privacy_report import ulira_summary
+
+    _, _, results = bench
+    (label, entry), = results["datasets"].items()
+    lines = ulira_summary(results, "privacy/results.json")
+    text = "\n".join(lines)
+    assert "`privacy/results.json`" in text and f"**{label}**, converged runs: 6 shadows" in text
+    for family in ("converged", "trajectory"):
+        for method, attack in entry["parts"][f"ulira/{family}"]["ratios"]["0.3"]["attacks"].items():
+            row = next(line for line in lines if line.startswith(f"| {method} |"))
+            assert row.split(" | ")[1] == f"{attack['auc']:.3f}"
+            if "auc_minus_reference" in attack:
+                low, high = attack["auc_minus_reference_ci"]
+                assert f"{attack['auc_minus_reference']:+.3f} [{low:+.3f}, {high:+.3f}]" in row
+            else:
+                assert "(reference)" in row

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import shlex
+from pathlib import Path
 
 import click
 from rich.table import Table
 
 from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console
-from miniunlearn.core.storage import to_json
+from miniunlearn.core.errors import InputError
+from miniunlearn.core.storage import read_json, to_json
 from miniunlearn.distributed import require_one_process
 from miniunlearn.experiments.bench import PRESETS, run_bench
+from miniunlearn.experiments.privacy_report import ulira_summary
 from miniunlearn.experiments.report import summarize, write_report
 
 
@@ -19,6 +23,27 @@ def _split(values, cast):
     for value in values:
         out += [cast(v) for v in str(value).split(",") if v.strip()]
     return out
+
+
+def _command_line(**given) -> str:
+    """The command as given, so a report names the settings its rows were computed with."""
+    words = ["miniunlearn", "bench"]
+    for name, value in given.items():
+        flag = "--" + name.replace("_", "-")
+        if value in (None, False, ()):
+            continue
+        if value is True:
+            words.append(flag)
+        else:
+            words += [flag, ",".join(value) if isinstance(value, tuple) else str(value)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def _ulira_lines(path: str) -> list[str]:
+    results = read_json(Path(path), "privacy results")
+    if not isinstance(results, dict) or "datasets" not in results or "config" not in results:
+        raise InputError(f"--ulira-from {path}: not a privacy benchmark's results.json (no datasets and config)")
+    return ulira_summary(results, str(path))
 
 
 def attach(cli) -> None:
@@ -36,8 +61,12 @@ def attach(cli) -> None:
     @click.option("--threads", type=int, default=None, help="torch threads (default: torch's own choice).")
     @click.option("--out", required=True, type=click.Path(file_okay=False),
                   help="Output folder (results.json, report.md, plots, cached runs). Rerun to resume.")
+    @click.option("--ulira-from", type=click.Path(dir_okay=False, exists=True), default=None,
+                  help="A privacy benchmark's results.json (benchmarks/privacy.py): the report quotes its population "
+                       "U-LiRA.")
     @JSON_OPTION
-    def bench(preset, datasets, ratios, methods, seeds, exactness_shadows, no_attacks, threads, out, as_json):
+    def bench(preset, datasets, ratios, methods, seeds, exactness_shadows, no_attacks, threads, out, ulira_from,
+              as_json):
         """Run every dataset x ratio x method x seed against retraining; write results.json and report.md.
 
         Finished rows are skipped, so an interrupted benchmark resumes where it stopped.
@@ -57,9 +86,12 @@ def attach(cli) -> None:
         if no_attacks:
             config.population_attacks = False
         log = (lambda *_: None) if as_json else (lambda msg: click.echo(msg, err=True))
+        extra = _ulira_lines(ulira_from) if ulira_from else []
         rows = run_bench(config, out, threads=threads, log=log)
-        command = "miniunlearn bench --preset " + preset + f" --out {out}"
-        report = write_report(rows, out, f"miniunlearn bench, preset {preset}", command)
+        command = _command_line(preset=preset, datasets=datasets, ratios=ratios, methods=methods, seeds=seeds,
+                                exactness_shadows=exactness_shadows, no_attacks=no_attacks, out=out,
+                                ulira_from=ulira_from)
+        report = write_report(rows, out, f"miniunlearn bench, preset {preset}", command, extra)
         if as_json:
             click.echo(to_json(rows))
         else:

@@ -9,7 +9,7 @@ from miniunlearn.core.storage import atomic_write_bytes
 from miniunlearn.experiments.privacy_methods import MINI_TOL_OPTIONS, Family, families
 from miniunlearn.experiments.ulira import ratio_key
 
-__all__ = ["REPORT_MD", "write_privacy_report"]
+__all__ = ["REPORT_MD", "ulira_summary", "write_privacy_report"]
 
 REPORT_MD = "report.md"
 
@@ -119,6 +119,35 @@ def _utility_table(entry: dict, family: Family, ratios: list[str], epsilons: lis
             elif utility:
                 exact.append(f"{label} at {r}: {utility['note']}")
     return lines + [""] + [f"- {line}" for line in exact] + [""]
+
+
+def ulira_summary(results: dict, source: str) -> list[str]:
+    """Markdown lines: per dataset and family of the privacy results, each method's population U-LiRA
+    AUC and its paired difference to retraining, per ratio -- the summary other reports quote."""
+    ratios = [ratio_key(r) for r in results["config"]["ratios"]]
+    lines = ["## Population U-LiRA", "", f"From `{source}` (its report has the intervals of the AUCs, the TPR at low "
+             "FPR and the protocol). An interval of the difference that contains 0: the attack cannot tell the "
+             "method from retraining.", ""]
+    for label, entry in results["datasets"].items():
+        for family_name, family in families().items():
+            part = entry["parts"].get(f"ulira/{family_name}")
+            if not part:
+                continue
+            proto = part["protocol"]
+            lines += [f"**{label}**, {family_name} runs: {proto['n_shadows']} shadows of {proto['shadow_rows']} rows "
+                      f"(population {proto['population']}), {proto['n_targets']} targets.", "",
+                      "| method | " + " | ".join(f"AUC {r} | AUC − retrain {r} [95% CI]" for r in ratios) + " |",
+                      "|---|" + "---|---|" * len(ratios)]
+            for method in [*family.ulira, family.original]:
+                cells = []
+                for r in ratios:
+                    attack = part["ratios"][r]["attacks"][method]
+                    cells += [f"{attack['auc']:.3f}", _signed_ci(attack["auc_minus_reference"],
+                                                                 attack["auc_minus_reference_ci"])
+                              if "auc_minus_reference" in attack else "(reference)"]
+                lines.append(f"| {method} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return lines
 
 
 def write_privacy_report(results: dict, out: str | Path) -> Path:

@@ -55,7 +55,7 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
-TABLE = [("residual", "relative_residual", "sci"), ("test acc %", "test_acc", "pct"),
+TABLE = [("residual", "relative_residual", "sci"), ("certified", "certified_relative", "sci"), ("test acc %", "test_acc", "pct"),
          ("retrain test acc %", "test_acc_retrain", "pct"), ("forget acc %", "forget_acc", "pct"),
          ("time s", "time_s", "s"), ("retrain s", "retrain_time_s", "s"), ("speedup", "speedup_vs_retrain", "x"),
          ("passes R", "passes_retained", "g"), ("history", "history_bytes", "bytes"),
@@ -65,11 +65,14 @@ TABLE = [("residual", "relative_residual", "sci"), ("test acc %", "test_acc", "p
          ("exactness TPR@1%FPR", "exactness_tpr_at_1pct_fpr", "g")]
 
 
-def markdown(rows: list[dict], title: str, command: str, plots: dict[str, list[str]]) -> str:
+def markdown(rows: list[dict], title: str, command: str, plots: dict[str, list[str]],
+             extra: list[str] = ()) -> str:
     summary = summarize(rows)
     lines = [f"# {title}", "", f"Regenerate with `{command}`.", "",
              "Medians over seeds. Residual = ||w − w_R|| / ||w_T − w_R|| against retraining with the same "
              "configuration (converged methods: the retrained optimum; DeltaGrad: the retrained SGD trajectory). "
+             "Certified = the method's proven bound on ||w − w_R|| over ||w_T − w_R|| (certified methods only; "
+             "the residual never exceeds it). Passes R = passes over the kept rows. "
              "Speedup = retraining time / method time, both measured in the same process with the same threads. "
              "Attack columns show the unlearned model next to the retrained model under the same attack. "
              "The exactness columns are the fixed-rows LiRA of miniunlearn.experiments.exactness: 0.5 means the "
@@ -89,6 +92,7 @@ def markdown(rows: list[dict], title: str, command: str, plots: dict[str, list[s
         for png in plots.get(dataset, []):
             lines.append(f"![{Path(png).stem}]({Path(png).name})")
         lines.append("")
+    lines += list(extra)
     return "\n".join(lines) + "\n"
 
 
@@ -133,9 +137,10 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)[:60].strip("-")
 
 
-def write_report(rows: list[dict], out: str | Path, title: str, command: str) -> Path:
+def write_report(rows: list[dict], out: str | Path, title: str, command: str, extra: list[str] = ()) -> Path:
+    """``out/report.md`` and its plots; ``extra`` Markdown lines close the report."""
     out = Path(out)
     plots = plot(rows, out)
     path = out / "report.md"
-    atomic_write_bytes(path, markdown(rows, title, command, plots).encode())
+    atomic_write_bytes(path, markdown(rows, title, command, plots, extra).encode())
     return path
