@@ -262,6 +262,12 @@ def test_limits_and_huge_bodies(served):
     unknown = client.post("/v1/predict", json={"rows": [{"height": 1.0}]}, headers=auth(predictor))
     assert unknown.status_code == 422 and "'height'" in unknown.json()["error"]
     assert client.get("/v1/nothing").status_code == 404
+    reader = served["tokens"]["reader"]
+    for stray in ("/v1/deletions/", "/v1/model/", "/healthz/"):  # no redirect: a stray slash is a 404 naming it
+        answer = client.get(stray, headers=auth(reader))
+        assert answer.status_code == 404 and "error" in answer.json(), (stray, answer.status_code)
+    listing = client.get("/v1/deletions", headers=auth(reader))  # the collection takes POST only
+    assert listing.status_code == 405 and "error" in listing.json()
 
 
 def test_metrics_count_requests_and_report_the_served_certificate(served):

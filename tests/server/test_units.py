@@ -91,3 +91,21 @@ def test_queue_is_durable_idempotent_and_moves_each_request_once(tmp_path):
         queue.finish([first.id], {first.id: {}}, solve, 7)
     assert queue.counts() == {"queued": 2, "running": 0, "done": 1, "failed": 0}
     assert other.id in {d.id for d in queue.all()}
+
+
+def test_receipt_verify_tells_an_invalid_receipt_from_a_file_that_is_no_receipt(tmp_path, capsys):
+    from tests.helpers import run_cli
+
+    receipt = sign({"request_id": "r1", "certificate": 1e-5}, signing_key(tmp_path))
+    files = {"good": receipt, "altered": {**receipt, "certificate": 0.0},
+             "unsigned": {k: v for k, v in receipt.items() if k != "signature"},
+             "other-json": {"rows": [1, 2]}, "a-list": [receipt]}
+    for name, document in files.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(document))
+    outcomes = {name: run_cli(capsys, "receipt", "verify", tmp_path / f"{name}.json", "--run", tmp_path)
+                for name in files}
+    assert outcomes["good"][0] == 0 and "valid: receipt of request r1" in outcomes["good"][1]
+    assert outcomes["altered"][0] == 1 and "does not match" in outcomes["altered"][1]
+    assert outcomes["unsigned"][0] == 1 and "no signature object" in outcomes["unsigned"][1]
+    assert outcomes["other-json"][0] == 2 and "is not a deletion receipt (format None" in outcomes["other-json"][2]
+    assert outcomes["a-list"][0] == 2 and "format 'list'" in outcomes["a-list"][2]

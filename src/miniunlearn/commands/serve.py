@@ -12,6 +12,7 @@ from miniunlearn.commands.output import CONTEXT, JSON_OPTION, console, emit
 from miniunlearn.core.errors import InputError
 from miniunlearn.server.auth import TokenStore, load_store, parse_scopes
 from miniunlearn.server.config import LIMITS, ServeConfig
+from miniunlearn.server.receipts import FORMAT as RECEIPT_FORMAT
 from miniunlearn.server.receipts import load_public_key, run_public_key, verify
 
 
@@ -122,7 +123,7 @@ def receipt():
 def receipt_verify(receipt_file, run_dir, public_key, as_json):
     """Check RECEIPT_FILE's Ed25519 signature offline: exit 0 when valid, 1 when it is not.
 
-    Exit 2 for unusable input (no such file, not JSON, no key given).
+    Exit 2 for unusable input (no such file, not JSON, not a receipt, no key given).
     """
     if (run_dir is None) == (public_key is None):
         raise InputError("give the key: --run RUN or --public-key FILE (exactly one)")
@@ -133,6 +134,9 @@ def receipt_verify(receipt_file, run_dir, public_key, as_json):
         document = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"receipt {path} is not JSON ({exc})") from None
+    if not isinstance(document, dict) or document.get("format") != RECEIPT_FORMAT:
+        found = document.get("format") if isinstance(document, dict) else type(document).__name__
+        raise InputError(f"{path} is not a deletion receipt (format {found!r}, expected {RECEIPT_FORMAT!r})")
     key = run_public_key(run_dir) if run_dir is not None else load_public_key(public_key)
     problem = verify(document, key)
     payload = {"receipt": str(path), "valid": problem is None, "problem": problem,

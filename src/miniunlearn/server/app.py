@@ -117,7 +117,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         finally:
             app.state.server.close()
 
-    app = FastAPI(title="miniunlearn deletion service", version=API_VERSION, lifespan=lifespan,
+    # redirect_slashes off: a path with a stray slash is a 404 naming it, not a 307 a client may not follow
+    app = FastAPI(title="miniunlearn deletion service", version=API_VERSION, lifespan=lifespan, redirect_slashes=False,
                   description="Certified deletion of people's training data from a served model, with signed "
                               "receipts. See docs/service.md.")
     _errors(app)
