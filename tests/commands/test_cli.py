@@ -72,6 +72,29 @@ def test_malformed_ids_files_fail_clearly(digits_run, tmp_path, capsys, content,
     assert not (tmp_path / "o" / "model.safetensors").exists()
 
 
+def test_an_uncertified_method_warns_and_a_certified_one_does_not(digits_run, tmp_path, capsys):
+    from tests.helpers import fresh_run
+
+    from miniunlearn.service.ledger import Ledger
+
+    run = fresh_run(digits_run, tmp_path)
+    forgotten = set()
+    if Ledger.exists(run):
+        with Ledger.open(run) as book:
+            forgotten = set(book.forgotten_ids().tolist())
+    ids = tmp_path / "ids.txt"
+    ids.write_text("\n".join(str(i) for i in [i for i in range(run.dataset.n_train) if i not in forgotten][:2]))
+    run = run.path
+    outcomes = {m: run_cli(capsys, "forget", run, "--ids", ids, "--method", m, "--out", tmp_path / m, "--json")
+                for m in ("finetune", "mini")}
+    code, out, err = outcomes["finetune"]
+    assert code == 0, err
+    assert json.loads(out).get("certificate") is None  # stdout stays JSON
+    assert "warning: finetune gives no certificate" in err
+    code, out, err = outcomes["mini"]
+    assert code == 0 and json.loads(out)["certificate"] > 0 and "warning" not in err
+
+
 def test_forgetting_every_row_is_refused(digits_run, tmp_path, capsys):
     ids = tmp_path / "all.txt"
     n = json.loads((digits_run / "run.json").read_text())["dataset"]["n_train"]
