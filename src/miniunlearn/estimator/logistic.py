@@ -90,6 +90,8 @@ class UnlearningLogisticRegression(ClassifierMixin, BaseEstimator):
     ----------
     coef_ : ndarray of shape (1, n_features) for two classes, else (n_classes, n_features)
     intercept_ : ndarray of shape (1,) or (n_classes,)
+        With three or more classes and a free intercept, the intercepts summing to zero (a common
+        shift changes no probability).
     classes_ : ndarray of shape (n_classes,)
     n_features_in_ : int
     feature_names_in_ : ndarray of str (only when fitted on a DataFrame with string column names)
