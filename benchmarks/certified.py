@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import platform
 import statistics
 import sys
@@ -210,8 +211,8 @@ def _median(values):
 def report(args) -> None:
     lines = ["# Certified deletions", "",
              "Written by `benchmarks/certified.py` (see its docstring for the commands). Machine: "
-             f"{platform.machine()}, {torch.get_num_threads()} torch threads, a shared 2-core host "
-             "(times are noisy; speedups are ratios measured in the same process).", ""]
+             f"{platform.machine()}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores; speedups are "
+             "ratios measured in the same process (the load each part ran under: the last section).", ""]
     for path in sorted(RESULTS.glob("speed-*.json")):
         rows = read_json(path)
         lines += _speed_table(path.stem.removeprefix("speed-"), rows)
@@ -219,6 +220,8 @@ def report(args) -> None:
         lines += _nopass_table(path.stem.removeprefix("nopass-"), read_json(path))
     if (RESULTS / "hard.json").exists():
         lines += _hard_table(read_json(RESULTS / "hard.json"))
+    if (RESULTS / "conditions.md").exists():  # kept by hand: each part's command and the load it ran under
+        lines += ["## How these were run", "", (RESULTS / "conditions.md").read_text().strip(), ""]
     atomic_write_bytes(RESULTS / "results.md", ("\n".join(lines) + "\n").encode())
     print(RESULTS / "results.md")
 

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import sys
@@ -204,12 +205,20 @@ def single_requests(run: Run, dataset, blocks: list[np.ndarray], which: list[int
     return out
 
 
+def _load_note(p: dict) -> str:
+    load = p.get("load_average")
+    if not load or "after" not in load:
+        return ""
+    return (" Load average (1, 5, 15 min) before " + ", ".join(f"{v:.2f}" for v in load["before"])
+            + ", after " + ", ".join(f"{v:.2f}" for v in load["after"]) + ".")
+
+
 def markdown(payload: dict) -> str:
     p = payload
     lines = [f"# Successive deletion requests: {p['dataset']}", "",
              f"{p['n_train']} training rows, {p['n_params']} parameters, l2 {p['l2']:g}; {p['n_requests']} requests "
              f"of {p['share']:.1%} each (to {p['n_requests'] * p['share']:.0%}); Mini-Unlearning with tol 1e-3. "
-             f"Machine: {p['machine']}.", "",
+             f"Machine: {p['machine']}.{_load_note(p)} Command: `{p['command']}`.", "",
              f"* `train` from scratch, history included: **{p['train_s']:.1f} s** "
              f"(solve {p['train_solve_s']:.1f} s, history {p['train_history_s']:.1f} s).",
              f"* Retraining from scratch measured after requests {', '.join(map(str, sorted(p['retrain_measured'])))}: "
@@ -324,6 +333,7 @@ def main(argv=None) -> None:
         plot(payload, out / "lifecycle.png")
         return
     set_progress(False)
+    load_before = os.getloadavg()  # the report states the load it ran under
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dataset = load(args.dataset)
@@ -352,7 +362,8 @@ def main(argv=None) -> None:
             "train_history_s": meta["history"]["mini"]["time_s"],
             "reference_s": sum(r["seconds"] for r in refs), "reference_tol": REFERENCE_TOL,
             "retrain_measured": retrain, "single_request_residuals": singles,
-            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, CPU shared with other jobs",
+            "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores",
+            "load_average": {"before": load_before},
             "command": "python benchmarks/lifecycle.py " + " ".join(argv if argv is not None else sys.argv[1:]),
             "policies": {},
         }
@@ -363,6 +374,7 @@ def main(argv=None) -> None:
                                k in retrain)
             payload["policies"] = {p.name: p.as_dict() for p in chosen}
             atomic_write_json(out / "results.json", payload)
+    payload["load_average"]["after"] = os.getloadavg()
     if set(payload["policies"]) == set(POLICIES):
         payload["targets"] = targets(payload)
         atomic_write_json(out / "results.json", payload)

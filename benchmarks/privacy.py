@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 import time
@@ -69,7 +70,7 @@ def main(argv=None) -> None:
     import torch
 
     from miniunlearn.core.errors import MiniUnlearnError
-    from miniunlearn.core.storage import read_json
+    from miniunlearn.core.storage import atomic_write_json, read_json
     from miniunlearn.experiments.privacy import FULL, QUICK, run_privacy, write_privacy_report
 
     config = dataclasses.replace(QUICK if args.quick else FULL)
@@ -92,6 +93,10 @@ def main(argv=None) -> None:
     except MiniUnlearnError as exc:
         log(f"error: {exc}")
         raise SystemExit(exc.exit_code) from None
+    results = read_json(Path(out) / "results.json", "results.json")
+    results["provenance"]["load_average_after"] = os.getloadavg()
+    atomic_write_json(Path(out) / "results.json", results)
+    write_privacy_report(results, out)
     log(f"finished in {time.perf_counter() - started:.0f} s; report: {Path(out) / 'report.md'}")
 
 
@@ -105,7 +110,8 @@ def _provenance() -> dict:
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "src"))}
+    return {"commit": git("rev-parse", "HEAD"), "uncommitted_changes": bool(git("status", "--porcelain", "src")),
+            "cores": os.cpu_count(), "load_average_before": os.getloadavg()}
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def test_rows_have_every_key_and_real_measurements(bench):
     assert len(rows) == 2 * (4 + 2)  # four methods and the two runs' original models, at two ratios
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(rows))
     for row in rows:
-        assert set(ROW_KEYS) <= set(row)
+        assert set(ROW_KEYS) <= set(row) and row["load_1min"] >= 0
     # the reference columns against independently computed optima (scipy) on the same rows: the retrained
     # model's accuracies, and the distance the original model lies from it (every residual's denominator)
     ds = load_dataset("breast_cancer")
@@ -73,6 +73,8 @@ def test_report_has_tables_and_plots(bench):
     text = report.read_text()
     assert "| mini (refine 0) | 10% |" in text and "breast_cancer" in text
     header = next(line for line in text.splitlines() if line.startswith("| method | ratio |"))
+    loads = [r["load_1min"] for r in rows]
+    assert f"1-minute load average while these rows were measured: {min(loads):.2f} to {max(loads):.2f}." in text
     column = header.split(" | ").index("certified")
     certified = next(r for r in rows if r["method"] == "mini" and r["refine"] is None and r["ratio"] == 0.1)
     row = next(line for line in text.splitlines() if line.startswith("| mini | 10% |"))

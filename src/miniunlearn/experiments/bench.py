@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,8 @@ ROW_KEYS = ("dataset", "dataset_spec", "synthetic", "n_train", "ratio", "seed", 
             "time_s", "retrain_time_s", "speedup_vs_retrain", "passes_forget", "passes_retained", "history_bytes",
             "peak_rss_bytes", "relative_residual", "l2_to_retrain", "test_acc", "test_acc_retrain", "forget_acc",
             "forget_acc_retrain", "mia_loss_auc", "mia_loss_auc_retrain", "mia_efficacy", "mia_efficacy_retrain",
-            "exactness_auc", "exactness_auc_retrain", "exactness_tpr_at_1pct_fpr", "exactness_tpr_at_0_1pct_fpr")
+            "exactness_auc", "exactness_auc_retrain", "exactness_tpr_at_1pct_fpr", "exactness_tpr_at_0_1pct_fpr",
+            "load_1min")
 TRAJECTORY_METHODS = ("deltagrad",)
 RESULTS_JSON = "results.json"
 ORIGINAL = "original"  # the pseudo-method "do nothing": the trained model itself
@@ -272,7 +274,8 @@ def run_group(config: BenchConfig, out: Path, label: str, spec: str, ratio: floa
             is_original = name == ORIGINAL
             distance = float((theta - theta_R).norm())
             row = {k: None for k in ROW_KEYS}
-            row.update(dataset=label, dataset_spec=run.meta["dataset"]["spec"], synthetic=bool(ds.synthetic),
+            row.update(load_1min=os.getloadavg()[0],  # the machine's load when the row was measured
+                       dataset=label, dataset_spec=run.meta["dataset"]["spec"], synthetic=bool(ds.synthetic),
                        n_train=ds.n_train, ratio=ratio, seed=seed,
                        method=key if is_original else _method_label(name, options),
                        refine=options.get("refine") if name == "mini" else None, mode=mode,

@@ -150,6 +150,15 @@ def ulira_summary(results: dict, source: str) -> list[str]:
     return lines
 
 
+def _provenance_lines(provenance: dict) -> list[str]:
+    if "load_average_after" not in provenance:
+        return []
+    load = ", ".join(f"{v:.2f}" for v in provenance["load_average_before"])
+    after = ", ".join(f"{v:.2f}" for v in provenance["load_average_after"])
+    return [f"Computed by commit `{provenance.get('commit', '?')[:12]}` on {provenance.get('cores', '?')} cores; "
+            f"load average (1, 5, 15 min) before {load}, after {after}.", ""]
+
+
 def write_privacy_report(results: dict, out: str | Path) -> Path:
     """``out/report.md`` from the results (whatever parts exist so far)."""
     out = Path(out)
@@ -164,6 +173,7 @@ def write_privacy_report(results: dict, out: str | Path) -> Path:
              "retraining. The exactness test (fixed rows) only says whether a method reproduces retraining "
              "bit for bit; it is not a privacy figure. MIA-efficacy: share of forgotten rows SalUn's SVC "
              "judges unseen (retraining's value is the target).", ""]
+    lines += _provenance_lines(results.get("provenance") or {})
     note = _stand_in_note()
     if note:
         lines += [note, ""]

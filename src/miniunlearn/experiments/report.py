@@ -83,6 +83,9 @@ def markdown(rows: list[dict], title: str, command: str, plots: dict[str, list[s
         first = next(iter(cells.values()))
         tag = " (synthetic)" if first.get("synthetic") else ""
         lines += [f"## {dataset}{tag}, n_train = {first['n_train']}", ""]
+        loads = [r["load_1min"] for r in rows if r["dataset"] == dataset and r.get("load_1min") is not None]
+        if loads:
+            lines += [f"1-minute load average while these rows were measured: {min(loads):.2f} to {max(loads):.2f}.", ""]
         used = [(h, k, f) for h, k, f in TABLE if any(c.get(k) is not None for c in cells.values())]
         lines.append("| method | ratio | " + " | ".join(h for h, _, _ in used) + " |")
         lines.append("|---|---|" + "---|" * len(used))
