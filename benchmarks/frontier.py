@@ -122,6 +122,7 @@ def main(argv=None) -> None:
         write_markdown(payload, Path(args.out).with_suffix(".md"))
         plot(payload, Path(args.out).with_suffix(".png"))
         return
+    load_before = os.getloadavg()  # before this benchmark's own work: the load it starts under
     ratios = [float(r) for r in args.ratios.split(",")]
     retrain_ratios = (None if args.retrain_ratios is None else []
                       if args.retrain_ratios == "none" else [float(r) for r in args.retrain_ratios.split(",")])
@@ -140,7 +141,7 @@ def main(argv=None) -> None:
     payload = {"dataset": args.dataset, "l2": args.l2, "tol": args.tol, "n_train": dataset.n_train,
                "n_params": n_params, "training": base.meta["training"], "exact_build": base.meta["history"]["mini"],
                "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                           "cores": os.cpu_count(), "load_average_before": os.getloadavg()},
+                           "cores": os.cpu_count(), "load_average_before": load_before},
                "rows": rows, "judges": log, "profiles": {}, "note": args.note}
 
     def save():

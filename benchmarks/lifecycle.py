@@ -375,6 +375,7 @@ def main(argv=None) -> None:
             payload["policies"] = {p.name: p.as_dict() for p in chosen}
             atomic_write_json(out / "results.json", payload)
     payload["load_average"]["after"] = os.getloadavg()
+    atomic_write_json(out / "results.json", payload)
     if set(payload["policies"]) == set(POLICIES):
         payload["targets"] = targets(payload)
         atomic_write_json(out / "results.json", payload)

@@ -30,7 +30,7 @@ def _command_line(**given) -> str:
     words = ["miniunlearn", "bench"]
     for name, value in given.items():
         flag = "--" + name.replace("_", "-")
-        if value in (None, False, ()):
+        if value is None or value is False or value == ():  # (0 is a value: --exactness-shadows 0)
             continue
         if value is True:
             words.append(flag)
@@ -89,7 +89,7 @@ def attach(cli) -> None:
         extra = _ulira_lines(ulira_from) if ulira_from else []
         rows = run_bench(config, out, threads=threads, log=log)
         command = _command_line(preset=preset, datasets=datasets, ratios=ratios, methods=methods, seeds=seeds,
-                                exactness_shadows=exactness_shadows, no_attacks=no_attacks, out=out,
+                                exactness_shadows=exactness_shadows, no_attacks=no_attacks, threads=threads, out=out,
                                 ulira_from=ulira_from)
         report = write_report(rows, out, f"miniunlearn bench, preset {preset}", command, extra)
         if as_json:

@@ -134,7 +134,9 @@ def receipt_verify(receipt_file, run_dir, public_key, as_json):
         document = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"receipt {path} is not JSON ({exc})") from None
-    if not isinstance(document, dict) or document.get("format") != RECEIPT_FORMAT:
+    signed = isinstance(document, dict) and isinstance(document.get("signature"), dict)
+    if not signed and (not isinstance(document, dict) or document.get("format") != RECEIPT_FORMAT):
+        # no receipt at all; a signed document (even with its format altered) is judged by its signature
         found = document.get("format") if isinstance(document, dict) else type(document).__name__
         raise InputError(f"{path} is not a deletion receipt (format {found!r}, expected {RECEIPT_FORMAT!r})")
     key = run_public_key(run_dir) if run_dir is not None else load_public_key(public_key)

@@ -100,7 +100,7 @@ def _split_note(train_rows: int | None) -> str:
     return f"the files' own train/test split, the first {train_rows} rows of the training file"
 
 
-_TRAIN_ROWS = Param(None, Interval(Integral, 10, None), None,
+_TRAIN_ROWS = Param(None, Interval(Integral, 10, 10**8), None,
                     help="keep only the first train_rows rows of the training file (default: all of them)")
 
 

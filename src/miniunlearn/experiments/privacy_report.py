@@ -124,7 +124,6 @@ def _utility_table(entry: dict, family: Family, ratios: list[str], epsilons: lis
 def ulira_summary(results: dict, source: str) -> list[str]:
     """Markdown lines: per dataset and family of the privacy results, each method's population U-LiRA
     AUC and its paired difference to retraining, per ratio -- the summary other reports quote."""
-    ratios = [ratio_key(r) for r in results["config"]["ratios"]]
     lines = ["## Population U-LiRA", "", f"From `{source}` (its report has the intervals of the AUCs, the TPR at low "
              "FPR and the protocol). An interval of the difference that contains 0: the attack cannot tell the "
              "method from retraining.", ""]
@@ -134,6 +133,7 @@ def ulira_summary(results: dict, source: str) -> list[str]:
             if not part:
                 continue
             proto = part["protocol"]
+            ratios = [ratio_key(r) for r in proto["ratios"]]  # each part's own: datasets may differ
             lines += [f"**{label}**, {family_name} runs: {proto['n_shadows']} shadows of {proto['shadow_rows']} rows "
                       f"(population {proto['population']}), {proto['n_targets']} targets.", "",
                       "| method | " + " | ".join(f"AUC {r} | AUC − retrain {r} [95% CI]" for r in ratios) + " |",
