@@ -94,7 +94,10 @@ def main(argv=None) -> None:
         log(f"error: {exc}")
         raise SystemExit(exc.exit_code) from None
     results = read_json(Path(out) / "results.json", "results.json")
-    results["provenance"]["load_average_after"] = os.getloadavg()
+    provenance = {**results["provenance"], "load_average_after": os.getloadavg()}
+    for entry in results["datasets"].values():
+        if entry.get("command") == command:  # the datasets this invocation computed, not earlier ones
+            entry["provenance"] = provenance
     atomic_write_json(Path(out) / "results.json", results)
     write_privacy_report(results, out)
     log(f"finished in {time.perf_counter() - started:.0f} s; report: {Path(out) / 'report.md'}")

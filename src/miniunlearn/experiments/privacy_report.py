@@ -173,7 +173,6 @@ def write_privacy_report(results: dict, out: str | Path) -> Path:
              "retraining. The exactness test (fixed rows) only says whether a method reproduces retraining "
              "bit for bit; it is not a privacy figure. MIA-efficacy: share of forgotten rows SalUn's SVC "
              "judges unseen (retraining's value is the target).", ""]
-    lines += _provenance_lines(results.get("provenance") or {})
     note = _stand_in_note()
     if note:
         lines += [note, ""]
@@ -185,6 +184,7 @@ def write_privacy_report(results: dict, out: str | Path) -> Path:
                   f"{first.get('n_test', '?')} test rows, {first.get('n_features', '?')} features, "
                   f"{first.get('n_classes', '?')} classes; λ = {config['l2']:g}. Computed with "
                   f"`{entry.get('command') or results.get('command')}`.", ""]
+        lines += _provenance_lines(entry.get("provenance") or {})
         for family_name, family in families().items():
             part = entry["parts"].get(f"ulira/{family_name}")
             what = ("converged runs (Newton-CG)" if family.mode == "converged"
