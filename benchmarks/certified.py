@@ -49,16 +49,13 @@ import torch
 
 from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json, read_json
 from miniunlearn.data import load_dataset
-from miniunlearn.methods import UnlearnContext
-from miniunlearn.models.objective import Objective
 from miniunlearn.runs import open_run, train
 from miniunlearn.service import forget
+from miniunlearn.models.rows import retained_ids
 from miniunlearn.service.requests import random_forget_ids
-from miniunlearn.solvers.newton import newton_cg
-from sklearn_refit import warm_refit
+from sklearn_refit import polished_optimum, warm_refit
 
 RESULTS = Path(__file__).resolve().parent / "results" / "certified"
-POLISH_TOL = 1e-11
 HARD_CASES = (
     ("digits", 1e-5), ("breast_cancer", 1e-5),
     ("synthetic:n_samples=2000,n_features=8,n_classes=2,seed=3,separation=50,label_noise=0", 1e-6),
@@ -69,12 +66,7 @@ TOL_NOPASS = 1e-3
 
 def _polished_optimum(run, ids, start: torch.Tensor) -> tuple[torch.Tensor, float]:
     """The optimum of F_R from ``start`` to ||grad|| <= 1e-11, and its error bound ||grad F_R|| / lambda."""
-    ctx = UnlearnContext(run, ids)
-    objective = Objective(run.model, ctx.retained_rows, ctx.penalty)
-    theta, info = newton_cg(objective, start.to(torch.float64), tol=POLISH_TOL, max_iter=30)
-    theta = ctx.penalty.project(theta)
-    _, grad = objective.value_grad(theta)
-    return theta, float(grad.norm()) / run.l2
+    return polished_optimum(run, retained_ids(run.n_train, ids), start)
 
 
 def _sklearn_refit(run, ids, theta_T, theta_R, target: float, solver: str, max_iter_cap: int = 2048) -> dict:

@@ -89,11 +89,11 @@ def main(argv=None) -> None:
     command = "python benchmarks/privacy.py" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
     started = time.perf_counter()
     try:
-        run_privacy(config, out, work, log=log, command=command, fresh=args.fresh, provenance=_provenance())
+        results = run_privacy(config, out, work, log=log, command=command, fresh=args.fresh,
+                              provenance=_provenance())
     except MiniUnlearnError as exc:
         log(f"error: {exc}")
         raise SystemExit(exc.exit_code) from None
-    results = read_json(Path(out) / "results.json", "results.json")
     provenance = {**results["provenance"], "load_average_after": os.getloadavg()}
     for entry in results["datasets"].values():
         if entry.get("command") == command:  # the datasets this invocation computed, not earlier ones

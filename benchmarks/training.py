@@ -31,25 +31,10 @@ import torch
 
 from miniunlearn.core.storage import atomic_write_bytes, atomic_write_json
 from miniunlearn.data import load_dataset
-from miniunlearn.models import Objective, Rows
-from miniunlearn.models.penalty import Penalty
 from miniunlearn.runs import train
-from miniunlearn.solvers.newton import newton_cg
-from sklearn_refit import warm_refit
+from sklearn_refit import polished_optimum, warm_refit
 
-POLISH_TOL = 1e-11
 ROOT = Path(__file__).resolve().parent
-
-
-def polished_optimum(run, start: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The optimum of F on every training row, from ``start``; with its error bound ||grad F|| / l2."""
-    ds = run.dataset
-    penalty = Penalty(run.model, run.l2, run.penalize_intercept)
-    objective = Objective(run.model, Rows(ds.X_train, ds.y_train, np.arange(run.n_train), chunk_rows=8192), penalty)
-    theta, _ = newton_cg(objective, start.to(torch.float64), tol=POLISH_TOL, max_iter=30)
-    theta = penalty.project(theta)
-    _, grad = objective.value_grad(theta)
-    return theta, float(grad.norm()) / run.l2
 
 
 def one_l2(dataset, l2: float, work: Path, max_iter_cap: int) -> dict:
@@ -57,7 +42,7 @@ def one_l2(dataset, l2: float, work: Path, max_iter_cap: int) -> dict:
     run = train(dataset, l2, work / f"run-{l2:g}", overwrite=True)
     wall = time.perf_counter() - start
     theta_T = run.theta().to(torch.float64)
-    optimum, error = polished_optimum(run, theta_T)
+    optimum, error = polished_optimum(run, np.arange(run.n_train), theta_T)
     distance = float((theta_T - optimum).norm())
     W_opt = run.model.matrix(optimum).numpy()
     zeros = np.zeros_like(W_opt)
