@@ -167,3 +167,50 @@ def test_the_drift_widens_the_spread_and_vanishes_at_zero():
         assert phi(s) <= phi_drift(s, 1e-6) <= phi_drift(s, 0.1) <= phi_drift(s, 1.0)
     # at s = 0 the spread is that of e^{+-drift} alone: 2 sinh(drift / 2) by the second bound
     assert phi_drift(0.0, 0.2) == pytest.approx(2 * math.sinh(0.1), rel=1e-12)
+
+
+def test_the_line_minimum_is_the_minimiser_of_the_objective_along_the_step(pool):
+    """The step length chosen from the cached probabilities and the step's logit changes is the
+    minimiser of F along the step computed by scipy from the objective itself, also when it lies
+    beyond the unit Newton step (a whole class forgotten: its logits keep falling)."""
+    import scipy.optimize
+    from miniunlearn.models.curvature import LogitSpan
+    from miniunlearn.solvers.certified_newton import _line_minimum
+    from tests.helpers import softmax_objective
+
+    ds = pool["digits"]
+    X, y = ds.X_train[:600], ds.y_train[:600].astype(np.int64)
+    l2 = 1e-3
+    w_T, _ = reference_optimum(X, y, ds.n_classes, l2)
+    keep = y != 0  # forget class 0
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    objective = Objective(model, Rows(X[keep], y[keep]), l2)
+    here = objective.curvature(torch.from_numpy(w_T), diag=False, value=True)
+    P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, ds.n_classes, l2, w_T)))
+    step = -(P @ here.grad)  # the history's Newton step: the curvature of all rows, class 0 included
+    along = LogitSpan(here.cache)
+    along.accumulate(here.hvp_with_logits(step)[1], 1.0)
+    t = _line_minimum(here, torch.from_numpy(w_T), step, along, objective.penalty)
+    f = softmax_objective(X[keep], y[keep], ds.n_classes, l2)
+    reference = scipy.optimize.minimize_scalar(lambda s: f(w_T + s * step.numpy())[0], bounds=(0, 64),
+                                               method="bounded", options={"xatol": 1e-10}).x
+    assert t > 1.0
+    assert t == pytest.approx(reference, rel=2e-3)
+
+
+def test_a_whole_class_forgotten_is_certified(pool):
+    ds = pool["digits"]
+    X, y = ds.X_train[:600], ds.y_train[:600].astype(np.int64)
+    l2 = 1e-4
+    w_T, _ = reference_optimum(X, y, ds.n_classes, l2)
+    keep = y != 3
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    objective = Objective(model, Rows(X[keep], y[keep]), l2)
+    P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, ds.n_classes, l2, w_T)))
+    R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+    w0 = torch.from_numpy(w_T)
+    result = certified_newton_cg(objective, lambda v: P @ v, w0, w0, R=R, tol=1e-3, max_passes=1000)
+    w_R, error = reference_optimum(X[keep], y[keep], ds.n_classes, l2)
+    assert result.converged
+    assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
+    assert result.certificate <= 1e-3 * np.linalg.norm(result.w.numpy() - w_T)

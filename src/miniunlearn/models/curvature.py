@@ -40,6 +40,7 @@ class CachedCurvature:
         first, last = self.bounds[0][0], self.bounds[-1][1]
         buffer = torch.empty(last - first, model.n_classes, dtype=theta.dtype)
         self.probs: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
         self.kept: list[torch.Tensor] | None = [] if keep_rows else None
         grad_sum = torch.zeros(model.n_params, dtype=theta.dtype) if grad else None
         diag_sum = torch.zeros(model.n_params, dtype=theta.dtype) if diag else None
@@ -65,6 +66,7 @@ class CachedCurvature:
             if self.kept is not None:
                 self.kept.append(X)
             self.probs.append(probs)
+            self.labels.append(y)
             report_rows(stop - start)
         rows.rows_read += len(rows)
         self.grad_sum = None if grad_sum is None else distributed.all_reduce_sum(grad_sum)
@@ -119,10 +121,12 @@ class LogitSpan:
 
     :meth:`span` is ``max_i (max_c z_ic - min_c z_ic)``, the quantity the self-concordance bound of
     the logistic loss needs (docs/mini-unlearning.md, certificates); the maximum is taken over
-    every process's rows. Memory: rows x C floats, like the cached probabilities.
+    every process's rows. With the cached probabilities they also give the loss anywhere on the
+    line ``theta + t D`` (:meth:`loss_along`). Memory: rows x C floats, like the cached probabilities.
     """
 
     def __init__(self, cache: CachedCurvature):
+        self.cache = cache
         self.chunks = [torch.zeros_like(p) for p in cache.probs]
 
     def accumulate(self, logits: list[torch.Tensor], alpha: float) -> None:
@@ -132,3 +136,25 @@ class LogitSpan:
     def span(self) -> float:
         local = max((float((z.amax(dim=1) - z.amin(dim=1)).max()) for z in self.chunks if z.numel()), default=0.0)
         return distributed.all_reduce_max(local)
+
+    def loss_along(self, t: float) -> tuple[float, float, float]:
+        """The loss sum at ``theta + t D`` and its first two derivatives in t, from the cached
+        probabilities and these logit changes alone (no pass over the features).
+
+        A row's loss is ``lse(a + t z) - (a + t z)_y`` with a = log p(theta) (the logits up to a
+        per-row constant, which cancels); its derivatives are ``E_q[z] - z_y`` and ``Var_q(z)``,
+        q = softmax(a + t z). Summed over every process's rows.
+        """
+        total = torch.zeros(3, dtype=torch.float64)
+        for probs, labels, z in zip(self.cache.probs, self.cache.labels, self.chunks):
+            if not len(z):
+                continue
+            shifted = torch.log(probs) + t * z
+            log_q = torch.log_softmax(shifted, dim=1)
+            q = log_q.exp()
+            mean = (q * z).sum(dim=1)
+            total[0] += float(torch.logsumexp(shifted, dim=1).sum() - shifted.gather(1, labels[:, None]).sum())
+            total[1] += float(mean.sum() - z.gather(1, labels[:, None]).sum())
+            total[2] += float(((q * z * z).sum(dim=1) - mean * mean).sum())
+        total = distributed.all_reduce_sum(total)
+        return float(total[0]), float(total[1]), float(total[2])

@@ -9,9 +9,11 @@ logit span of D), and the solve stops as soon as the point is certified:
 
     certificate(point) <= tol * ||point - w_ref||        (w_ref: the current base's model w_T)
 
-Otherwise CG stops on an Eisenstat-Walker forcing term and an Armijo backtracking line search on
-F accepts w + t D, t = 1, 1/2, ...: F never increases, so the method converges from any start on
-any strongly convex instance (a line-search Newton method with descent directions), and the
+Otherwise CG stops on an Eisenstat-Walker forcing term, and the step length is the minimiser t*
+of F along D, found from the cached probabilities at w and D's per-row logit changes (which the
+products formed) without a pass over the rows; Armijo's test on F accepts w + t* D, else
+backtracking from t = 1 does: F never increases, so the method converges from any start on any
+strongly convex instance (a line-search Newton method with descent directions), and the
 certificate, not an iteration count, decides when it is done.
 
 The point certified that way, w + D, is returned as it is: its bound is second order in D plus
@@ -51,6 +53,9 @@ from miniunlearn.solvers.certificate import (
 ARMIJO = 1e-4
 RECYCLED_PAIRS = 30
 POLISH_PRODUCTS = 6
+LINE_ITERATIONS = 30  # safeguarded Newton on the line: each costs O(rows x classes), no pass
+LINE_TOL = 1e-3       # stop at |phi'(t)| <= LINE_TOL |phi'(0)|
+LINE_MAX = 64.0       # the longest step tried along a Newton direction
 FORCING_POWER = 0.5  # CG stops at ||residual|| <= min(0.5, ||g||^power) ||g|| (Eisenstat-Walker)
 
 
@@ -209,8 +214,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
             break
         result.newton_iterations += 1
         mu = curvature_bound.at(here)
-        step, stop = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result,
-                                  mu_is_local=curvature_bound.local, initial=guess)
+        step, stop, along = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result,
+                                         mu_is_local=curvature_bound.local, initial=guess)
         meter.charge("hvp")
         guess = None
         if progress is not None:
@@ -219,7 +224,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, jacobi)
+        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, jacobi,
+                               first=_line_minimum(here, w, step, along, objective.penalty))
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
@@ -238,12 +244,14 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
 
 def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best: _Best, mu: float, R: float,
                  certified, spent, max_cg: int, result: CertifiedResult, offer_step: bool = True,
-                 mu_is_local: bool = False, initial: torch.Tensor | None = None) -> tuple[torch.Tensor, str]:
+                 mu_is_local: bool = False, initial: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, str, LogitSpan | None]:
     """Flexible PCG on ``H D = -g`` at w, certifying w and w + D after every product.
 
     ``offer_step=False`` certifies w alone (the polish). ``initial``: CG starts from this D (its
     product is the first one). The CG pairs replace the preconditioner's recycled ones for the next
-    Newton iteration.
+    Newton iteration. Returns D, why CG stopped, and D's per-row logit changes (None when no
+    product was made and D is the preconditioned gradient).
     """
     g = here.grad
     grad_norm = float(g.norm())
@@ -306,8 +314,8 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
     if pairs:
         precondition.pairs = pairs[-RECYCLED_PAIRS:]
     if float(D.norm()) == 0.0:
-        D = -precondition.project(precondition.base(g))
-    return D, stop
+        return -precondition.project(precondition.base(g)), stop, None
+    return D, stop, span
 
 
 def _jacobi(here: Curvature) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -316,15 +324,51 @@ def _jacobi(here: Curvature) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda v: v / diagonal
 
 
+def _line_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: LogitSpan | None,
+                 penalty) -> float:
+    """The minimiser t of phi(t) = F(w + t D) over t in (0, LINE_MAX], from the cached
+    probabilities at w and D's logit changes (no pass over the rows); 1 without them.
+
+    phi is convex, so a safeguarded Newton iteration on phi' inside a bracket finds it. Where the
+    curvature falls along D (the logits of a class that loses its rows keep falling), Newton's unit
+    step stops short of the minimum and t > 1 saves whole Newton iterations.
+    """
+    slope = float(here.grad @ step)
+    if along is None or not slope < 0:
+        return 1.0
+    n = here.n
+    at_w, on_step = float(penalty.grad(w) @ step), float(penalty.grad(step) @ step)
+    lo, hi, t = 0.0, math.inf, 1.0
+    for _ in range(LINE_ITERATIONS):
+        _, first, second = along.loss_along(t)
+        first, second = first / n + at_w + t * on_step, second / n + on_step
+        if not (math.isfinite(first) and math.isfinite(second)):
+            hi = t
+        elif abs(first) <= LINE_TOL * abs(slope):
+            return t
+        elif first < 0:
+            lo = t
+        else:
+            hi = t
+        newton = t - first / second if math.isfinite(first) and second > 0 else math.nan
+        if lo < newton < hi:
+            t = newton
+        else:
+            t = 2 * t if math.isinf(hi) else 0.5 * (lo + hi)
+        t = min(t, LINE_MAX)
+    return lo if lo > 0 else 1.0
+
+
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
                  bound: _CurvatureBound, R: float, spent, meter: _Meter,
-                 diag: bool = False) -> tuple[Curvature | None, torch.Tensor]:
-    """Armijo backtracking on F along ``step`` (a descent direction); each trial is one pass (the
-    accepted one is the next iterate's gradient pass, a rejected one a line-search pass)."""
+                 diag: bool = False, first: float = 1.0) -> tuple[Curvature | None, torch.Tensor]:
+    """Armijo backtracking on F along ``step`` (a descent direction) from t = ``first`` (then 1, 1/2,
+    ...); each trial is one pass (the accepted one is the next iterate's gradient pass, a rejected
+    one a line-search pass)."""
     slope = float(here.grad @ step)
     if slope >= 0:  # only possible through round-off: fall back to steepest descent
-        step, slope = -here.grad, -float(here.grad @ here.grad)
-    t = 1.0
+        step, slope, first = -here.grad, -float(here.grad @ here.grad), 1.0
+    t = first
     while t > 1e-12 and not spent():
         trial = w + t * step
         there = objective.curvature(trial, diag=diag, value=True)
@@ -335,7 +379,7 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
         if bound.gradient_bound(there, R, trial) < best.certificate:  # a rejected trial is not the furthest point
             best.certificate, best.w = bound.gradient_bound(there, R, trial), trial
         meter.charge("line_search")
-        t *= 0.5
+        t = 1.0 if t > 1.0 else 0.5 * t
     return None, w
 
 
