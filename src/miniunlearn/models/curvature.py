@@ -51,9 +51,12 @@ class CachedCurvature:
             X, y = rows.chunk(start, stop)
             probs = buffer[start - first:stop - first]
             logits = model.logits(theta, X)
-            probs.copy_(torch.softmax(logits, dim=1))
-            if loss:
-                loss_sum -= torch.log_softmax(logits, dim=1).gather(1, y[:, None]).sum()
+            if loss:  # one normalisation for both (as training's loss and gradient pass does)
+                log_p = torch.log_softmax(logits, dim=1)
+                torch.exp(log_p, out=probs)
+                loss_sum -= log_p.gather(1, y[:, None]).sum()
+            else:
+                probs.copy_(torch.softmax(logits, dim=1))
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
