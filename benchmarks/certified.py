@@ -21,6 +21,12 @@ certificate) and the time spent loading the history (``compute`` = the rest).
 ``nopass RUN`` -- requests of a few random rows: is step 0 certified to ``--tol`` without a pass
 over R (the largest such size is the table's answer)?
 
+``passes RUN`` -- what one pass over R costs, certified against training: the gradient pass
+(training's value and gradient, against the certified solver's value, gradient and cached softmax)
+and the Hessian-vector product (training's, against the certified solver's, which also keeps the
+product's per-row logit changes and evaluates the logit span the certificate needs). Medians of
+``--repeats`` interleaved timings on the retained rows of a 10 % request.
+
 ``hard`` -- the ill-conditioned cases: digits and breast_cancer at l2 1e-5, linearly separable
 synthetic data at l2 1e-6, forget ratios 1 % to 90 %: ``--tol 1e-3`` must be reached, in fewer
 passes over the data than retraining from scratch.
@@ -29,6 +35,9 @@ passes over the data than retraining from scratch.
         --history exact:fast_build=0,defect=1
     .venv/bin/python benchmarks/certified.py speed runs/fm-1e-3 --seeds 0,1,2 --retrain-seeds 0 --sklearn-seeds 0
     .venv/bin/python benchmarks/certified.py nopass runs/fm-1e-3 --sizes 1,2,5,10
+    .venv/bin/python benchmarks/certified.py passes runs/fm-1e-3
+    .venv/bin/python benchmarks/certified.py passes --dataset \
+        synthetic:n_samples=25000,n_features=1000,n_classes=100,seed=0 --repeats 3
     .venv/bin/python benchmarks/certified.py hard
     .venv/bin/python benchmarks/certified.py report
 """
@@ -154,6 +163,66 @@ def nopass(args) -> None:
     atomic_write_json(out, rows)
 
 
+def passes(args) -> None:
+    """Seconds per pass over R by kind, training's against the certified solver's."""
+    import time
+    from miniunlearn.models import Objective, Penalty, Rows
+    from miniunlearn.models.curvature import LogitSpan
+    from miniunlearn.models import LogisticRegression
+    if not (args.run or args.dataset):
+        raise SystemExit("passes: give a trained run or --dataset SPEC")
+    if args.dataset:  # no trained run: the cost of a pass does not depend on where it is taken
+        ds, name = load_dataset(args.dataset), args.dataset
+        model, l2, chunk_rows = LogisticRegression(ds.n_features, ds.n_classes), args.l2, 8192
+        theta = torch.zeros(model.n_params, dtype=torch.float64)
+    else:
+        run = open_run(args.run)
+        ds, name, model, l2 = run.dataset, Path(args.run).name, run.model, run.l2
+        chunk_rows, theta = int(run.config.get("chunk_rows", 8192)), run.theta().to(torch.float64)
+    keep = retained_ids(ds.n_train, random_forget_ids(ds.n_train, 0.1, 0))
+    objective = Objective(model, Rows(ds.X_train, ds.y_train, keep, chunk_rows=chunk_rows), l2)
+    v = torch.from_numpy(np.random.default_rng(0).normal(size=model.n_params))
+    here = objective.curvature(theta, diag=False, value=True)  # warm: first-touch copies of the rows
+    training = objective.curvature(theta)
+    span = LogitSpan(here.cache)  # one per Newton iteration in the solver, not per product
+
+    def certified_product():  # what CG does per product besides the preconditioner
+        _, logits = here.hvp_with_logits(v)
+        span.accumulate(logits, 1.0)
+        span.span()
+
+    kinds = {"training gradient": lambda: objective.value_grad(theta),
+             "certified gradient": lambda: objective.curvature(theta, diag=False, value=True),
+             "training product": lambda: training.hvp(v),
+             "certified product": certified_product}
+    if not args.dataset:  # the history's preconditioner: one product per CG iteration (not a pass over R)
+        apply = run.mini_history().preconditioner(Penalty(model, l2, run.penalize_intercept))
+        kinds["preconditioner (history)"] = lambda: apply(v)
+    seconds = {kind: [] for kind in kinds}
+    for _ in range(args.repeats):
+        for kind, fn in kinds.items():
+            start = time.perf_counter()
+            fn()
+            seconds[kind].append(time.perf_counter() - start)
+    row = {"run": name, "rows": len(objective.rows), "n_params": model.n_params,
+           "repeats": args.repeats, "load_1min": os.getloadavg()[0],
+           "seconds": {kind: statistics.median(times) for kind, times in seconds.items()}}
+    atomic_write_json(RESULTS / f"passes-{'p' + str(model.n_params) if args.dataset else name}.json", row)
+    print(row, flush=True)
+
+
+def _passes_table(row: dict) -> list[str]:
+    s = row["seconds"]
+    return [f"## {row['run']}: one pass over R ({row['rows']} rows, p = {row['n_params']}), median of "
+            f"{row['repeats']}", "",
+            "| kind | training s | certified s | certified / training |", "|---|---:|---:|---:|",
+            *(f"| {kind} | {s['training ' + kind]:.3f} | {s['certified ' + kind]:.3f} "
+              f"| {s['certified ' + kind] / s['training ' + kind]:.2f} |" for kind in ("gradient", "product")),
+            "", *([f"A CG iteration of the certified solver also applies the history's preconditioner: "
+                   f"{s['preconditioner (history)']:.3f} s."] if "preconditioner (history)" in s else []),
+            f"Load (1 min) at the end: {row['load_1min']:.2f}.", ""]
+
+
 def _line(row: dict) -> str:
     text = (f"{row['run']} {row.get('request', format(row['ratio'], '.0%'))} seed {row['seed']}: mini {row['time_s']:.2f} s, "
             f"{row['passes_retained']:.0f} passes, cert {row['certificate']:.2e}, true {row['true_distance']:.2e} "
@@ -208,6 +277,8 @@ def report(args) -> None:
     for path in sorted(RESULTS.glob("speed-*.json")):
         rows = read_json(path)
         lines += _speed_table(path.stem.removeprefix("speed-"), rows)
+    for path in sorted(RESULTS.glob("passes-*.json")):
+        lines += _passes_table(read_json(path))
     for path in sorted(RESULTS.glob("nopass-*.json")):
         lines += _nopass_table(path.stem.removeprefix("nopass-"), read_json(path))
     if (RESULTS / "hard.json").exists():
@@ -228,11 +299,13 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
              f"`mini --tol {first['tol']:g}`", "",
              "Medians over seeds (seeds in brackets). Passes over R split by kind: gradient / Hessian-vector "
              "product / line search / certificate. *cert / true*: the certified bound on ||w − w_R|| over the "
-             "true distance (1 = exact). *compute*: the deletion without loading the history file. Ratios are "
-             "times measured in the same process (retraining and scikit-learn over mini's wall time). Every "
+             "true distance (1 = exact). *compute*: the deletion without loading the history file, as a running "
+             "`miniunlearn serve` pays it (it holds the history in memory). Ratios are times measured in the same "
+             "process: retraining or scikit-learn over mini's wall time, and in brackets over its compute. Every "
              "certificate holds: " + ("yes" if all(r["valid"] for r in rows) else "**NO**") + ".", "",
              "| request | rows | passes over R (g / hvp / ls / cert) | cert / true | rel. residual | mini s (compute) "
-             "| retrain s (passes) | × retrain | newton-cg s (its) | × newton-cg | lbfgs s (its) | × lbfgs |",
+             "| retrain s (passes) | × retrain (compute) | newton-cg s (its) | × newton-cg (compute) | lbfgs s (its) "
+             "| × lbfgs (compute) |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label in sorted({r.get("request", f"{r['ratio']:.0%}") for r in rows},
                         key=lambda lab: min(r.get("order", r["ratio"]) for r in rows
@@ -242,8 +315,9 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
         kinds = [r.get("passes_by_kind") or {} for r in cell]
         split = " / ".join(_fmt(_median([k.get(kind, 0.0) for k in kinds]), ".0f")
                            for kind in ("gradient", "hvp", "line_search", "certificate"))
-        compute = _median([r["time_s"] - r.get("history_load_s", 0.0) for r in cell])
-        sk = {sv: _sklearn_cell([f for r in cell for f in r.get("sklearn", []) if f["solver"] == sv])
+        compute = _median([_compute(r) for r in cell])
+        sk = {sv: _sklearn_cell([dict(f, compute_speedup=f["time_s"] / _compute(r)) for r in cell
+                                 for f in r.get("sklearn", []) if f["solver"] == sv])
               for sv in ("newton-cg", "lbfgs")}
         lines.append(
             f"| {label} | {cell[0].get('forgotten', '–')} "
@@ -254,9 +328,15 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
             f"| {_fmt(_median([r['retrain_time_s'] for r in retr]), '.1f')} "
             f"({_fmt(_median([r['retrain_passes'] for r in retr]), '.0f')}) "
             f"| {_fmt(_median([r['speedup_vs_retrain'] for r in retr]), '.0f')}× "
+            f"({_fmt(_median([r['retrain_time_s'] / _compute(r) for r in retr]), '.0f')}×) "
             f"| {sk['newton-cg'][0]} | {sk['newton-cg'][1]} | {sk['lbfgs'][0]} | {sk['lbfgs'][1]} |")
     lines.append("")
     return lines
+
+
+def _compute(row: dict) -> float:
+    """Mini's seconds without loading the history file."""
+    return row["time_s"] - row.get("history_load_s", 0.0)
 
 
 def _sklearn_cell(fits: list[dict]) -> tuple[str, str]:
@@ -265,7 +345,8 @@ def _sklearn_cell(fits: list[dict]) -> tuple[str, str]:
     reached = [f for f in fits if f["reached"]]
     if reached:
         return (f"{_median([f['time_s'] for f in reached]):.2f} ({_median([f['n_iter'] for f in reached]):.0f})",
-                f"{_fmt(_median([f.get('speedup') for f in reached]), '.1f')}×")
+                f"{_fmt(_median([f.get('speedup') for f in reached]), '.1f')}× "
+                f"({_fmt(_median([f.get('compute_speedup') for f in reached]), '.1f')}×)")
     if fits:
         f = fits[0]
         return f"not reached: {f['distance']:.1e} after {f['n_iter']} its, {f['time_s']:.1f} s", "–"
@@ -334,13 +415,18 @@ def main(argv=None) -> None:
     n.add_argument("--sizes", type=_ints, default=[1, 2, 5, 10, 20, 50, 100])
     n.add_argument("--seeds", type=_ints, default=[0, 1, 2])
     n.add_argument("--tol", type=float, default=1e-3)
+    c = sub.add_parser("passes", help="seconds per pass over R, training's against the certified solver's")
+    c.add_argument("run", nargs="?", help="a trained run (or --dataset)")
+    c.add_argument("--dataset", help="a dataset spec instead of a run: passes at w = 0")
+    c.add_argument("--l2", type=float, default=1e-3)
+    c.add_argument("--repeats", type=int, default=7)
     h = sub.add_parser("hard", help="ill-conditioned and separable cases")
     h.add_argument("--seeds", type=_ints, default=[0])
     h.add_argument("--tol", type=float, default=1e-3)
     sub.add_parser("report", help="write results.md from the JSON files")
     args = parser.parse_args(argv)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    {"speed": speed, "hard": hard, "report": report, "nopass": nopass}[args.part](args)
+    {"speed": speed, "hard": hard, "report": report, "nopass": nopass, "passes": passes}[args.part](args)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import tempfile
@@ -64,7 +65,7 @@ def main(argv=None) -> None:
             "history": mini_meta, "training": training, "data_load_s": load_s,
             "process_peak_rss_bytes": process_peak_rss(),
             "machine": {"platform": platform.platform(), "threads": torch.get_num_threads(),
-                        "note": "2 cores shared with other benchmarks: wall times are noisy, ratios are same-process"},
+                        "load_average": os.getloadavg()},
             "rows": rows_out,
         }
         (out / "results.json").write_text(json.dumps(payload, indent=2) + "\n")

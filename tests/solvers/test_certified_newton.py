@@ -194,6 +194,7 @@ def test_the_line_minimum_is_the_minimiser_of_the_objective_along_the_step(pool)
     f = softmax_objective(X[keep], y[keep], ds.n_classes, l2)
     reference = scipy.optimize.minimize_scalar(lambda s: f(w_T + s * step.numpy())[0], bounds=(0, 64),
                                                method="bounded", options={"xatol": 1e-10}).x
+    # the step uses the curvature of all rows, which the forgotten class's rows enlarge: it falls short
     assert t > 1.0
     assert t == pytest.approx(reference, rel=2e-3)
 
