@@ -197,6 +197,11 @@ def test_the_line_minimum_is_the_minimiser_of_the_objective_along_the_step(pool)
     # the step uses the curvature of all rows, which the forgotten class's rows enlarge: it falls short
     assert t > 1.0
     assert t == pytest.approx(reference, rel=2e-3)
+    # a step a thousand times too short: the longest step is taken, not searched for beyond it
+    from miniunlearn.solvers.certified_newton import LINE_MAX
+    short = LogitSpan(here.cache)
+    short.accumulate(here.hvp_with_logits(step)[1], 1e-3)
+    assert _line_minimum(here, torch.from_numpy(w_T), 1e-3 * step, short, objective.penalty) == LINE_MAX
 
 
 def test_a_whole_class_forgotten_is_certified(pool):

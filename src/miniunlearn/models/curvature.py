@@ -144,19 +144,18 @@ class LogitSpan:
         """The loss sum at ``theta + t D`` and its first two derivatives in t, from the cached
         probabilities and these logit changes alone (no pass over the features).
 
-        A row's loss is ``lse(a + t z) - (a + t z)_y`` with a = log p(theta) (the logits up to a
-        per-row constant, which cancels); its derivatives are ``E_q[z] - z_y`` and ``Var_q(z)``,
-        q = softmax(a + t z). Summed over every process's rows.
+        A row's loss is ``-log q_y`` with q = softmax(a + t z), a = log p(theta) (the logits up to a
+        per-row constant, which the softmax ignores); its derivatives are ``E_q[z] - z_y`` and
+        ``Var_q(z)``. Summed over every process's rows.
         """
         total = torch.zeros(3, dtype=torch.float64)
         for probs, labels, z in zip(self.cache.probs, self.cache.labels, self.chunks):
             if not len(z):
                 continue
-            shifted = torch.log(probs) + t * z
-            log_q = torch.log_softmax(shifted, dim=1)
+            log_q = torch.log_softmax(torch.log(probs) + t * z, dim=1)
             q = log_q.exp()
             mean = (q * z).sum(dim=1)
-            total[0] += float(torch.logsumexp(shifted, dim=1).sum() - shifted.gather(1, labels[:, None]).sum())
+            total[0] -= float(log_q.gather(1, labels[:, None]).sum())
             total[1] += float(mean.sum() - z.gather(1, labels[:, None]).sum())
             total[2] += float(((q * z * z).sum(dim=1) - mean * mean).sum())
         total = distributed.all_reduce_sum(total)

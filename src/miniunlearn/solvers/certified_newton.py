@@ -344,7 +344,7 @@ def _line_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: L
         first, second = first / n + at_w + t * on_step, second / n + on_step
         if not (math.isfinite(first) and math.isfinite(second)):
             hi = t
-        elif abs(first) <= LINE_TOL * abs(slope):
+        elif abs(first) <= LINE_TOL * abs(slope) or (first < 0 and t >= LINE_MAX):
             return t
         elif first < 0:
             lo = t
