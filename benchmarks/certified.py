@@ -381,7 +381,7 @@ def _hard_table(rows: list[dict]) -> list[str]:
 
 
 def _floats(text):
-    return [float(v) for v in text.split(",")]
+    return [float(v) for v in text.split(",") if v.strip()]
 
 
 def _labels(text):

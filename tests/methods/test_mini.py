@@ -56,6 +56,39 @@ def test_tol_refines_until_the_certificate_proves_the_distance(setup, ratio, tol
     assert s["start"] == ("step 0" if ratio < 0.2 else "w_T") and s["passes_retained"] >= 1
 
 
+@pytest.mark.parametrize("tol", [1e-3, 1e-7])
+def test_a_whole_class_forgotten_is_certified_with_its_block_following_the_iterate(setup, tol):
+    run, ds = setup
+    U = np.flatnonzero(ds.y_train == 1)  # every row of class 1
+    keep = np.setdiff1d(np.arange(ds.n_train), U)
+    w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, L2)
+    result = forget(run, U, "mini", tol=tol)
+    s = result.stats
+    distance = np.linalg.norm(result.theta.numpy() - w_R)
+    moved = np.linalg.norm(result.theta.numpy() - run.theta().numpy())
+    assert s["converged"] and s["certificate"] <= tol * moved
+    assert distance <= s["certificate"] + reference_error
+    assert "classes without retained rows [1]" in s["preconditioner"]
+
+
+def test_the_emptied_class_preconditioner_is_a_block_of_p_beside_the_iterate_diagonal(rng):
+    from miniunlearn.methods.mini import emptied_class_preconditioner
+
+    C, d1 = 4, 3
+    A = rng.normal(size=(C * d1, C * d1))
+    P = torch.from_numpy(A @ A.T + np.eye(C * d1))
+    diagonal = torch.from_numpy(rng.uniform(0.5, 2.0, size=C * d1))
+    here = type("Here", (), {"diag": diagonal})()
+    apply = emptied_class_preconditioner(lambda v: P @ v, [2], d1)(here)
+    emptied = np.zeros(C * d1, dtype=bool)
+    emptied[2 * d1:3 * d1] = True
+    M = np.where(np.outer(~emptied, ~emptied), P.numpy(), 0.0)  # P's block on the other classes
+    M[emptied, emptied] = 1.0 / diagonal.numpy()[emptied]
+    v = torch.from_numpy(rng.normal(size=C * d1))
+    assert np.allclose(apply(v).numpy(), M @ v.numpy(), rtol=1e-13, atol=1e-13)
+    assert np.all(np.linalg.eigvalsh(M) > 0)
+
+
 def test_refine_is_a_fixed_budget_of_passes(setup):
     run, ds = setup
     U = random_forget_ids(ds.n_train, 0.3, 2)

@@ -94,6 +94,36 @@ def solve_surrogate(preconditioner: HistoryPreconditioner, forget: CachedCurvatu
     return anderson(phi, torch.zeros_like(rhs), tol, max_iter, depth, progress=progress)
 
 
+def emptied_class_preconditioner(apply, classes, block_size: int):
+    """The history's P on the classes that keep retained rows and, on each class that keeps none,
+    the iterate's own Jacobi diagonal (the coupling between the two parts dropped): built anew at
+    every iterate from its curvature (``here.diag``), for ``certified_newton_cg(refresh=...)``.
+
+    Such a class has no data term of its own in F_R: its block's curvature is what the other
+    classes' rows give it through p_ic (1 - p_ic), and that falls exponentially as its logits fall
+    along the path, while P (all rows, at w_T) still holds the class's own rows' curvature and
+    undersizes every step in its block. The result is symmetric positive definite: a principal
+    block of P beside a positive diagonal.
+    """
+    blocks = [slice(int(c) * block_size, (int(c) + 1) * block_size) for c in classes]
+
+    def at(here):
+        diagonal = here.diag
+
+        def precondition(v: torch.Tensor) -> torch.Tensor:
+            kept = v.clone()
+            for block in blocks:
+                kept[block] = 0.0
+            out = apply(kept)
+            for block in blocks:
+                out[block] = v[block] / diagonal[block]
+            return out
+
+        return precondition
+
+    return at
+
+
 @dataclass
 class SurrogateStep:
     """x ~= J^-1 rhs for J = n P^-1 - K (K = H_U(w_T) + r lambda M; J = m Hess F_R(w_T) for the exact
@@ -206,15 +236,18 @@ class MiniUnlearning(UnlearningMethod):
         # When R is the smaller part, the history's curvature (of all rows) says little about F_R's:
         # precondition by the Jacobi diagonal of each iterate instead.
         jacobi = r > m
+        # A class left without retained rows: its block follows the iterate's diagonal instead of P
+        emptied = [] if jacobi else self._emptied_classes(ctx)
+        diag = jacobi or bool(emptied)
         offers, initial_step = [], None
         if step0 is None:  # many rows are forgotten: Newton-CG on F_R from w_T (step 0 would cost more than it saves)
-            start, w_start = objective.curvature(theta_T, diag=jacobi, value=True, row_norm=True), theta_T
+            start, w_start = objective.curvature(theta_T, diag=diag, value=True, row_norm=True), theta_T
             passes["gradient"] += objective.passes
             stats["start"] = "w_T"
             R = self_concordance_constant(start.cache.max_row_norm)
         else:
             start, w_start, t = self._globalised_step0(objective, forget, history, theta_T, step0, b, m, stats,
-                                                       passes, jacobi, span=referenced)
+                                                       passes, diag, span=referenced)
             stats["start"] = "step 0"
             R = self_concordance_constant(start.cache.max_row_norm)
             if referenced and t == 1.0:  # step 0 again, with its exact logit span over R from this pass
@@ -230,9 +263,14 @@ class MiniUnlearning(UnlearningMethod):
         if forget is not None:
             ctx.forget_rows.rows_read += forget.rows.rows_read
         stats["preconditioner"] = "jacobi" if jacobi else f"history ({history.profile})"
+        refresh = None
+        if emptied:
+            refresh = emptied_class_preconditioner(preconditioner.apply, emptied, ctx.model.n_features + 1)
+            stats["preconditioner"] += f"; the iterate's diagonal on classes without retained rows {emptied}"
         result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T,
                                      R=R, tol=tol, max_passes=budget - objective.passes, start=start,
-                                     progress=ctx.progress, offers=offers, initial_step=initial_step)
+                                     progress=ctx.progress, offers=offers, initial_step=initial_step,
+                                     refresh=refresh)
         for kind, count in result.passes.items():
             passes[kind] += count
         summary = self._summary(stats, result.w, theta_T, result.certificate, tol, result.stop)
@@ -286,6 +324,13 @@ class MiniUnlearning(UnlearningMethod):
         stats["chord_certificate"] = bound.after_step
         offers += [(bound.at_point, w), (bound.after_step, w - chord.x)]
         return -chord.x
+
+    @staticmethod
+    def _emptied_classes(ctx: UnlearnContext) -> list[int]:
+        """The classes whose every training row is in the forget set."""
+        y = np.asarray(ctx.dataset.y_train)
+        forgotten = np.unique(y[ctx.forget_ids])
+        return [int(c) for c in np.setdiff1d(forgotten, np.unique(y[ctx.retained_ids]))]
 
     @staticmethod
     def _check_free_intercept(ctx: UnlearnContext) -> None:

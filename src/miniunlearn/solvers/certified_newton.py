@@ -163,7 +163,9 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                         w_start: torch.Tensor, w_ref: torch.Tensor, *, R: float, tol: float | None,
                         max_passes: float, start: Curvature | None = None, max_cg: int = 200,
                         polish: bool = False, progress=None, offers: tuple = (),
-                        initial_step: torch.Tensor | None = None) -> CertifiedResult:
+                        initial_step: torch.Tensor | None = None,
+                        refresh: Callable[[Curvature], Callable[[torch.Tensor], torch.Tensor]] | None = None
+                        ) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
@@ -171,7 +173,9 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     penalised; with a free intercept it is the smallest eigenvalue of each iterate's Hessian on
     zero-mean biases (a dense eigensolve per Newton iterate: small models only), and every step
     is kept on that subspace. ``R`` is the self-concordance constant of the rows.
-    ``precondition=None`` uses the Jacobi diagonal of each iterate's Hessian (from the same pass).
+    ``precondition=None`` uses the Jacobi diagonal of each iterate's Hessian (from the same pass);
+    ``refresh`` builds the preconditioner anew at each iterate from its curvature (computed with the
+    Hessian diagonal; ``start`` must carry it too) and takes the place of ``precondition``.
     ``start`` may hand over the curvature (with value and gradient) already computed at
     ``w_start`` (its pass is then the caller's). ``offers``: points the caller reached after
     ``w_start``, in order, with their certificates ``(certificate, w)`` (inf: not certified by
@@ -185,15 +189,17 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     passes_at_start = objective.passes
     result = CertifiedResult(w_start, math.inf, False)
     meter = _Meter(objective, result.passes)
-    jacobi = precondition is None
-    here = start if start is not None else objective.curvature(w_start, diag=jacobi, value=True)
+    if refresh is None and precondition is None:
+        refresh = _jacobi
+    local = refresh is not None  # the preconditioner follows the iterate: every pass computes the diagonal
+    here = start if start is not None else objective.curvature(w_start, diag=local, value=True)
     meter.charge("gradient")
     w = w_start
     curvature_bound = _CurvatureBound(objective)
     best = _Best(curvature_bound.gradient_bound(here, R, w), w)
     for certificate, point in offers:
         best.offer(certificate, point)
-    preconditioner = _Recycled(precondition if not jacobi else _jacobi(here), objective.penalty.project)
+    preconditioner = _Recycled(refresh(here) if local else precondition, objective.penalty.project)
 
     def certified() -> bool:
         return tol is not None and best.certificate <= tol * float((best.w - w_ref).norm())
@@ -224,13 +230,13 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, jacobi,
+        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, local,
                                first=_line_minimum(here, w, step, along, objective.penalty))
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
-        if jacobi:
-            preconditioner.base = _jacobi(here)
+        if local:
+            preconditioner.base = refresh(here)
     if polish and not spent() and best.w is not w:
         _polish(objective, here, best, preconditioner, curvature_bound, R,
                 max_passes - (objective.passes - passes_at_start), result)
