@@ -51,6 +51,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -165,10 +166,8 @@ def nopass(args) -> None:
 
 def passes(args) -> None:
     """Seconds per pass over R by kind, training's against the certified solver's."""
-    import time
-    from miniunlearn.models import Objective, Penalty, Rows
+    from miniunlearn.models import LogisticRegression, Objective, Penalty, Rows
     from miniunlearn.models.curvature import LogitSpan
-    from miniunlearn.models import LogisticRegression
     if not (args.run or args.dataset):
         raise SystemExit("passes: give a trained run or --dataset SPEC")
     if args.dataset:  # no trained run: the cost of a pass does not depend on where it is taken

@@ -326,17 +326,21 @@ class MiniUnlearning(UnlearningMethod):
         return -chord.x
 
     @staticmethod
-    def _emptied_classes(ctx: UnlearnContext) -> list[int]:
-        """The classes whose every training row is in the forget set."""
-        y = np.asarray(ctx.dataset.y_train)
-        forgotten = np.unique(y[ctx.forget_ids])
-        return [int(c) for c in np.setdiff1d(forgotten, np.unique(y[ctx.retained_ids]))]
+    def _retained_classes(ctx: UnlearnContext) -> np.ndarray:
+        """The classes that keep at least one retained row after this request."""
+        return np.unique(np.asarray(ctx.dataset.y_train)[ctx.retained_ids])
 
-    @staticmethod
-    def _check_free_intercept(ctx: UnlearnContext) -> None:
+    @classmethod
+    def _emptied_classes(cls, ctx: UnlearnContext) -> list[int]:
+        """The classes whose every training row is in the forget set."""
+        forgotten = np.unique(np.asarray(ctx.dataset.y_train)[ctx.forget_ids])
+        return [int(c) for c in np.setdiff1d(forgotten, cls._retained_classes(ctx))]
+
+    @classmethod
+    def _check_free_intercept(cls, ctx: UnlearnContext) -> None:
         """With an unpenalised intercept a class with no retained row has no optimal bias (it tends to
         minus infinity), and the certificate needs the dense curvature (small models only)."""
-        present = np.unique(np.asarray(ctx.dataset.y_train)[ctx.retained_ids])
+        present = cls._retained_classes(ctx)
         if len(present) < ctx.model.n_classes:
             raise InputError(f"with an unpenalised intercept every class needs a retained row; after this request "
                              f"only {len(present)} of {ctx.model.n_classes} classes remain")
