@@ -68,6 +68,19 @@ def test_a_whole_class_forgotten_is_certified_with_its_block_following_the_itera
     assert "classes without retained rows [1]" in s["preconditioner"]
 
 
+def test_a_small_emptied_class_starts_at_w_t_and_a_fixed_budget_still_takes_step_0(tmp_path):
+    """The smallest of six classes is under the share of rows that starts at w_T by size alone:
+    with a tolerance the emptied class alone sends the solver to w_T; a fixed budget keeps step 0."""
+    dataset = load_dataset("synthetic:n_samples=600,n_features=5,n_classes=6,seed=2")
+    run = train(dataset, L2, tmp_path / "run")
+    U = np.flatnonzero(dataset.y_train == np.argmin(np.bincount(dataset.y_train)))  # the smallest class
+    assert len(U) <= 0.25 * (dataset.n_train - len(U))
+    s = _certified_forget((run, dataset), U, 1e-6)
+    assert s["start"] == "w_T" and s.get("iterations") is None
+    budget = forget(run, U, "mini", refine=3).stats
+    assert budget["start"] == "step 0" and budget["iterations"] >= 1
+
+
 def test_the_emptied_class_preconditioner_is_a_block_of_p_beside_the_iterate_diagonal(rng):
     from miniunlearn.methods.mini import emptied_class_preconditioner
 

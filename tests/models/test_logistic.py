@@ -32,6 +32,17 @@ def test_closed_form_derivatives_match_autograd(problem):
     assert torch.allclose(model.hessian_diag_sum(X, probs), hess_auto.diagonal(), atol=1e-12)
 
 
+def test_hessian_diagonal_in_a_reused_buffer_matches_autograd_per_chunk(problem):
+    """Chunks of different sizes share one buffer for their squared features (a stale tail from a
+    larger chunk must not leak into a smaller one's sum)."""
+    model, theta, X, y = problem
+    work = torch.full((X.numel(),), float("nan"), dtype=X.dtype)
+    for part in (slice(0, 40), slice(0, 13), slice(13, 40)):
+        probs = model.probabilities(theta, X[part])
+        loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X[part]), y[part], reduction="sum")
+        expected = torch.autograd.functional.hessian(loss, theta).diagonal()
+        assert torch.allclose(model.hessian_diag_sum(X[part], probs, work=work), expected, atol=1e-12)
+
 
 def test_hessian_with_float32_products_accumulates_in_float64(problem):
     model, theta, X, _ = problem

@@ -47,6 +47,8 @@ class CachedCurvature:
         loss_sum = torch.zeros((), dtype=theta.dtype)
         max_row_norm_sq = 0.0
         span = 0.0
+        rows_most = max(stop - start for start, stop in self.bounds)
+        squares = torch.empty(rows_most * rows.n_features, dtype=theta.dtype) if diag else None
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
             probs = buffer[start - first:stop - first]
@@ -60,7 +62,7 @@ class CachedCurvature:
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
-                diag_sum += model.hessian_diag_sum(X, probs)
+                diag_sum += model.hessian_diag_sum(X, probs, work=squares)
             if row_norm and len(X):
                 max_row_norm_sq = max(max_row_norm_sq, float((X * X).sum(dim=1).max()))
             if span_of is not None and len(X):
