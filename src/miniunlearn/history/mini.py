@@ -15,6 +15,7 @@ from miniunlearn.history.profiles import CurvatureProfile, available_profiles, c
 from miniunlearn.history.profiles.interface import DEFECT, profile_class
 from miniunlearn.history.profiles.exact import ExactProfile, exact_inverse
 from miniunlearn.models.objective import Objective
+from miniunlearn.models.rows import max_squared_norm
 
 PROFILES = tuple(available_profiles())
 DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes allowed for building a profile (the exact one: two p x p matrices)
@@ -146,8 +147,7 @@ def build_mini_history(objective: Objective, theta: torch.Tensor, profile: "str 
         profile = make_profile(profile, **options)
     start = time.perf_counter()
     loss_sum, grad_sum = objective.rows.map_reduce(lambda X, y: objective.model.loss_grad_sum(theta, X, y))
-    row_norm = objective.rows.map_reduce(lambda X, y: float((X * X).sum(dim=1).max()) if len(X) else 0.0,
-                                         reduce=max) ** 0.5
+    row_norm = objective.rows.map_reduce(lambda X, y: max_squared_norm(X), reduce=max) ** 0.5
     tensors = profile.build(objective, theta)
     history = MiniHistory(profile.name, theta.clone(), grad_sum, objective.n, objective.l2, fingerprint, tensors,
                           penalize_intercept=objective.penalty.penalize_intercept, loss_sum=float(loss_sum),

@@ -18,7 +18,7 @@ import torch
 
 from miniunlearn import distributed
 from miniunlearn.core.progress import rows_read as report_rows
-from miniunlearn.models.rows import Rows, parallel_map, parallel_sum, sum_in_order
+from miniunlearn.models.rows import Rows, max_squared_norm, parallel_map, parallel_sum, sum_in_order
 
 
 class CachedCurvature:
@@ -64,7 +64,7 @@ class CachedCurvature:
             if diag_sum is not None:
                 diag_sum += model.hessian_diag_sum(X, probs, work=squares)
             if row_norm and len(X):
-                max_row_norm_sq = max(max_row_norm_sq, float((X * X).sum(dim=1).max()))
+                max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))
             if span_of is not None and len(X):
                 u = model.directional_logits(X, span_of[:, None])[:, 0, :]
                 span = max(span, float((u.amax(dim=1) - u.amin(dim=1)).max()))
