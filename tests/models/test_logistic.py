@@ -44,6 +44,15 @@ def test_hessian_diagonal_in_a_reused_buffer_matches_autograd_per_chunk(problem)
         assert torch.allclose(model.hessian_diag_sum(X[part], probs, work=work), expected, atol=1e-12)
 
 
+def test_hessian_diagonal_of_some_classes_leaves_the_others_nan(problem):
+    model, theta, X, y = problem
+    loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X), y, reduction="sum")
+    expected = torch.autograd.functional.hessian(loss, theta).diagonal().reshape(model.n_classes, -1)
+    got = model.hessian_diag_sum(X, model.probabilities(theta, X), classes=[3, 1]).reshape(model.n_classes, -1)
+    assert torch.allclose(got[[1, 3]], expected[[1, 3]], atol=1e-12)
+    assert torch.isnan(got[[0, 2]]).all()
+
+
 def test_hessian_with_float32_products_accumulates_in_float64(problem):
     model, theta, X, _ = problem
     loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X), torch.zeros(len(X), dtype=torch.long),

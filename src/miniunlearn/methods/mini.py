@@ -238,7 +238,7 @@ class MiniUnlearning(UnlearningMethod):
         if not penalty.penalize_intercept:
             self._check_free_intercept(ctx)
         objective = Objective(ctx.model, ctx.retained_rows, penalty)
-        diag = jacobi or bool(emptied)
+        diag = True if jacobi else emptied or False  # the emptied classes' blocks are all their preconditioner reads
         offers, initial_step = [], None
         if step0 is None:  # many rows forgotten, or a class emptied: Newton-CG on F_R from w_T (step 0 would cost
             # more than it saves; an emptied class's curvature collapses along the path, so the Newton step at w_T
@@ -272,7 +272,7 @@ class MiniUnlearning(UnlearningMethod):
         result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T,
                                      R=R, tol=tol, max_passes=budget - objective.passes, start=start,
                                      progress=ctx.progress, offers=offers, initial_step=initial_step,
-                                     refresh=refresh)
+                                     refresh=refresh, refresh_diag=diag)
         for kind, count in result.passes.items():
             passes[kind] += count
         summary = self._summary(stats, result.w, theta_T, result.certificate, tol, result.stop)
@@ -364,7 +364,7 @@ class MiniUnlearning(UnlearningMethod):
 
     @staticmethod
     def _globalised_step0(objective: Objective, forget: CachedCurvature, history, theta_T, step0, b, m, stats, passes,
-                          diag: bool = False, span: bool = False):
+                          diag: bool | list[int] = False, span: bool = False):
         """Accept w_T + t step0 with the largest t in 1, 1/2, ... that passes Armijo's test on F_R.
 
         F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)

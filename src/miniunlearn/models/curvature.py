@@ -14,6 +14,8 @@ plus the rows themselves with ``keep_rows``.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from miniunlearn import distributed
@@ -25,7 +27,8 @@ class CachedCurvature:
     """Loss sums of ``rows`` at ``theta`` (no regulariser, no division by the row count).
 
     After construction (one pass): ``grad_sum`` = sum_i grad l_i(theta) if ``grad`` was asked for,
-    ``diag_sum`` = the diagonal of sum_i Hess l_i(theta) if ``diag`` was, ``loss_sum`` = sum_i l_i(theta)
+    ``diag_sum`` = the diagonal of sum_i Hess l_i(theta) if ``diag`` was (a sequence of classes: only their
+    blocks, NaN elsewhere), ``loss_sum`` = sum_i l_i(theta)
     if ``loss`` was, ``max_row_norm`` = max_i ||x_i|| if ``row_norm`` was, ``span`` = max_i span_c of the
     directional logits ``Theta_v x~_i`` of ``span_of`` = v if given; :meth:`hvp_sum` gives
     ``sum_i Hess l_i(theta) v``, one more pass each (counted in ``rows.rows_read``). Across
@@ -33,7 +36,7 @@ class CachedCurvature:
     """
 
     def __init__(self, model, rows: Rows, theta: torch.Tensor, keep_rows: bool = False, grad: bool = False,
-                 diag: bool = False, loss: bool = False, row_norm: bool = False,
+                 diag: bool | Sequence[int] = False, loss: bool = False, row_norm: bool = False,
                  span_of: torch.Tensor | None = None):
         self.model, self.rows, self.theta = model, rows, theta
         self.bounds = rows.local_chunk_bounds()
@@ -49,6 +52,7 @@ class CachedCurvature:
         span = 0.0
         rows_most = max(stop - start for start, stop in self.bounds)
         squares = torch.empty(rows_most * rows.n_features, dtype=theta.dtype) if diag else None
+        diag_classes = None if isinstance(diag, bool) else diag
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
             probs = buffer[start - first:stop - first]
@@ -62,7 +66,7 @@ class CachedCurvature:
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
-                diag_sum += model.hessian_diag_sum(X, probs, work=squares)
+                diag_sum += model.hessian_diag_sum(X, probs, work=squares, classes=diag_classes)
             if row_norm and len(X):
                 max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))
             if span_of is not None and len(X):

@@ -8,6 +8,8 @@ intercept is left unpenalised (:mod:`miniunlearn.models.penalty`).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 from miniunlearn.core.errors import InputError
@@ -42,10 +44,11 @@ class Objective:
         """``G_S(theta) = sum_{i in S} grad l_i(theta)`` without the regulariser."""
         return self.rows.map_reduce(lambda X, y: self.model.grad_sum(theta, X, y))
 
-    def curvature(self, theta: torch.Tensor, diag: bool = True, value: bool = False,
+    def curvature(self, theta: torch.Tensor, diag: bool | Sequence[int] = True, value: bool = False,
                   row_norm: bool = False, span_of: torch.Tensor | None = None) -> "Curvature":
         """The Hessian of F_S at ``theta``, its probabilities cached (one pass; see :class:`Curvature`).
 
+        ``diag``: the Hessian diagonal too (a sequence of classes: only their blocks, NaN elsewhere).
         With ``value`` the same pass also gives F_S(theta) and its gradient (``Curvature.value``,
         ``Curvature.grad``), with ``row_norm`` the largest row norm of the features, with ``span_of`` = v
         the largest logit span of v over the rows (``Curvature.cache.span``; one more product per chunk).

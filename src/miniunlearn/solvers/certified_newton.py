@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
@@ -164,8 +164,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                         max_passes: float, start: Curvature | None = None, max_cg: int = 200,
                         polish: bool = False, progress=None, offers: tuple = (),
                         initial_step: torch.Tensor | None = None,
-                        refresh: Callable[[Curvature], Callable[[torch.Tensor], torch.Tensor]] | None = None
-                        ) -> CertifiedResult:
+                        refresh: Callable[[Curvature], Callable[[torch.Tensor], torch.Tensor]] | None = None,
+                        refresh_diag: bool | Sequence[int] = True) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
@@ -175,7 +175,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     is kept on that subspace. ``R`` is the self-concordance constant of the rows.
     ``precondition=None`` uses the Jacobi diagonal of each iterate's Hessian (from the same pass);
     ``refresh`` builds the preconditioner anew at each iterate from its curvature (computed with the
-    Hessian diagonal; ``start`` must carry it too) and takes the place of ``precondition``.
+    Hessian diagonal; ``start`` must carry it too) and takes the place of ``precondition``;
+    ``refresh_diag``: the classes whose diagonal blocks it reads (True: all).
     ``start`` may hand over the curvature (with value and gradient) already computed at
     ``w_start`` (its pass is then the caller's). ``offers``: points the caller reached after
     ``w_start``, in order, with their certificates ``(certificate, w)`` (inf: not certified by
@@ -192,7 +193,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     if refresh is None and precondition is None:
         refresh = _jacobi
     local = refresh is not None  # the preconditioner follows the iterate: every pass computes the diagonal
-    here = start if start is not None else objective.curvature(w_start, diag=local, value=True)
+    diag = refresh_diag if local else False
+    here = start if start is not None else objective.curvature(w_start, diag=diag, value=True)
     meter.charge("gradient")
     w = w_start
     curvature_bound = _CurvatureBound(objective)
@@ -230,7 +232,7 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, local,
+        here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, diag,
                                first=_line_minimum(here, w, step, along, objective.penalty))
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
@@ -367,7 +369,7 @@ def _line_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: L
 
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
                  bound: _CurvatureBound, R: float, spent, meter: _Meter,
-                 diag: bool = False, first: float = 1.0) -> tuple[Curvature | None, torch.Tensor]:
+                 diag: bool | Sequence[int] = False, first: float = 1.0) -> tuple[Curvature | None, torch.Tensor]:
     """Armijo backtracking on F along ``step`` (a descent direction) from t = ``first`` (then 1, 1/2,
     ...); each trial is one pass (the accepted one is the next iterate's gradient pass, a rejected
     one a line-search pass)."""
