@@ -72,6 +72,12 @@ class MiniHistory:
         return None if defect is None else float(defect)
 
     @property
+    def curvature_eps(self) -> float:
+        """The machine epsilon of the coarsest precision the curvature profile is stored in."""
+        return max((torch.finfo(t.dtype).eps for t in self.tensors.values() if t.is_floating_point()),
+                   default=torch.finfo(torch.float64).eps)
+
+    @property
     def profile_bytes(self) -> int:
         """Bytes of the curvature profile's tensors alone."""
         return int(sum(t.numel() * t.element_size() for t in self.tensors.values()))
