@@ -220,3 +220,17 @@ def test_a_whole_class_forgotten_is_certified(pool):
     assert result.converged
     assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
     assert result.certificate <= 1e-3 * np.linalg.norm(result.w.numpy() - w_T)
+
+
+def test_a_preconditioner_that_reads_diagonal_blocks_not_computed_is_refused(pool):
+    ds = pool["synthetic"]
+    X, y = ds.X_train[:100], ds.y_train[:100].astype(np.int64)
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    objective = Objective(model, Rows(X, y), 1e-3)
+    w0 = torch.zeros(model.n_params, dtype=torch.float64)
+    with pytest.raises(ValueError, match="Jacobi preconditioner reads every diagonal block"):
+        certified_newton_cg(objective, None, w0, w0, R=1.0, tol=1e-3, max_passes=10, refresh_diag=[0])
+    with pytest.raises(ValueError, match="refresh_diag must name its blocks"):
+        certified_newton_cg(objective, lambda v: v, w0, w0, R=1.0, tol=1e-3, max_passes=10,
+                            refresh=lambda here: (lambda v: v), refresh_diag=False)
+    assert objective.passes == 0  # refused before any pass

@@ -50,7 +50,7 @@ from miniunlearn.solvers.fixed_point import anderson
 
 FORGET_CHUNK_ROWS = 2048  # small enough that a chunk stays in cache between its two products
 DEFAULT_TOL = 1e-3
-# Step 0 costs two passes over U per fixed-point iteration; once U is more than a quarter of R it
+# Step 0 costs a pass over U and a product with P per fixed-point iteration; once U is more than a quarter of R it
 # costs more than the few passes over R it saves (measured on Fashion-MNIST), so tol-driven runs
 # start their Newton-CG at w_T instead. So do requests that empty a class (exact profiles).
 STEP0_MAX_SHARE = 0.25
@@ -221,7 +221,10 @@ class MiniUnlearning(UnlearningMethod):
         # the history's retained Hessian at w_T certifies steps without a pass over R (exact profiles
         # with a measured defect, every parameter penalised: lambda bounds the curvature everywhere)
         mu = penalty.strong_convexity
-        referenced = history.is_exact and history.curvature_defect is not None and mu > 0
+        # The identities behind it hold for P applied in float64: a P stored in float32 is applied in float32,
+        # whose rounding its measured defect does not cover, so only the passes certify there
+        referenced = (history.is_exact and history.curvature_defect is not None and mu > 0
+                      and history.curvature_eps <= torch.finfo(torch.float64).eps)
         step0 = forget = None
         if not refine_only:
             forget = forget_curvature(ctx, theta_T)
@@ -332,15 +335,24 @@ class MiniUnlearning(UnlearningMethod):
         return -chord.x
 
     @staticmethod
-    def _retained_classes(ctx: UnlearnContext) -> np.ndarray:
+    def _retained_per_class(ctx: UnlearnContext) -> np.ndarray:
+        """Retained rows per class after this request: class counts, O(n) (no sort, no retained ids,
+        so a request that reads no retained row does not pay for them either)."""
+        y = np.asarray(ctx.dataset.y_train)
+        C = ctx.model.n_classes
+        return np.bincount(y, minlength=C) - np.bincount(y[ctx.forget_ids], minlength=C)  # ids are unique
+
+    @classmethod
+    def _retained_classes(cls, ctx: UnlearnContext) -> np.ndarray:
         """The classes that keep at least one retained row after this request."""
-        return np.unique(np.asarray(ctx.dataset.y_train)[ctx.retained_ids])
+        return np.flatnonzero(cls._retained_per_class(ctx) > 0)
 
     @classmethod
     def _emptied_classes(cls, ctx: UnlearnContext) -> list[int]:
-        """The classes whose every training row is in the forget set."""
-        forgotten = np.unique(np.asarray(ctx.dataset.y_train)[ctx.forget_ids])
-        return [int(c) for c in np.setdiff1d(forgotten, cls._retained_classes(ctx))]
+        """The classes that had training rows and keep none after this request."""
+        y = np.asarray(ctx.dataset.y_train)
+        had = np.bincount(y, minlength=ctx.model.n_classes) > 0
+        return [int(c) for c in np.flatnonzero(had & (cls._retained_per_class(ctx) == 0))]
 
     @classmethod
     def _check_free_intercept(cls, ctx: UnlearnContext) -> None:
@@ -373,7 +385,8 @@ class MiniUnlearning(UnlearningMethod):
 
         F_R(w_T) and grad F_R(w_T) = b/m come from the history and the forgotten rows (no pass over R)
         when the history holds L_D(w_T); otherwise one pass computes them. ``diag``: also the Hessian
-        diagonal at the accepted point (for a Jacobi preconditioner); ``span``: also the logit span of
+        diagonal at the accepted point (True: every block, for a Jacobi preconditioner; a list of
+        classes: theirs, for the emptied-class preconditioner); ``span``: also the logit span of
         step0 over R (for its certificate). Returns the curvature there, the point and t.
         """
         penalty = objective.penalty

@@ -191,8 +191,12 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     result = CertifiedResult(w_start, math.inf, False)
     meter = _Meter(objective, result.passes)
     if refresh is None and precondition is None:
+        if refresh_diag is not True:
+            raise ValueError("the Jacobi preconditioner reads every diagonal block: refresh_diag must be True")
         refresh = _jacobi
-    local = refresh is not None  # the preconditioner follows the iterate: every pass computes the diagonal
+    if refresh is not None and not refresh_diag:
+        raise ValueError("a refreshed preconditioner reads the Hessian diagonal: refresh_diag must name its blocks")
+    local = refresh is not None  # the preconditioner follows the iterate: every pass computes the diagonal (its blocks)
     diag = refresh_diag if local else False
     here = start if start is not None else objective.curvature(w_start, diag=diag, value=True)
     meter.charge("gradient")
