@@ -301,6 +301,16 @@ def report(args) -> None:
     print(RESULTS / "results.md")
 
 
+def _runs_note(rows: list[dict]) -> str:
+    """How many runs each row's mini and retraining times are the median of (rows written before runs
+    were kept count as one)."""
+    def counts(key: str, rows: list[dict]) -> str:
+        return "/".join(str(n) for n in sorted({len(r.get(key) or [0]) for r in rows}))
+    retrained = [r for r in rows if "retrain_time_s" in r]
+    note = f"Runs per row: mini {counts('time_s_runs', rows)}"
+    return note + (f", retraining {counts('retrain_time_s_runs', retrained)} (medians)." if retrained else " (medians).")
+
+
 def _fmt(value, spec):
     return "–" if value is None else format(value, spec)
 
@@ -314,7 +324,8 @@ def _speed_table(name: str, rows: list[dict]) -> list[str]:
              "true distance (1 = exact). *compute*: the deletion without loading the history file, as a running "
              "`miniunlearn serve` pays it (it holds the history in memory). Ratios are times measured in the same "
              "process: retraining or scikit-learn over mini's wall time, and in brackets over its compute. Every "
-             "certificate holds: " + ("yes" if all(r["valid"] for r in rows) else "**NO**") + ".", "",
+             "certificate holds: " + ("yes" if all(r["valid"] for r in rows) else "**NO**") + ". " + _runs_note(rows),
+             "",
              "| request | rows | passes over R (g / hvp / ls / cert) | cert / true | rel. residual | mini s (compute) "
              "| retrain s (passes) | × retrain (compute) | newton-cg s (its) | × newton-cg (compute) | lbfgs s (its) "
              "| × lbfgs (compute) |",
