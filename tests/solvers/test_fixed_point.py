@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from miniunlearn.solvers.fixed_point import anderson, ritz_contraction
+from miniunlearn.solvers.fixed_point import STALL_EVALUATIONS, anderson, ritz_contraction
 
 
 def _symmetric(rng, eigenvalues):
@@ -38,6 +38,23 @@ def test_the_measured_contraction_factor_is_the_spectral_radius(rng):
 
 def test_a_map_that_is_not_a_contraction_does_not_converge():
     M = torch.diag(torch.tensor([1.5, 0.2], dtype=torch.float64))
-    result = anderson(lambda x: M @ x + 1.0, torch.zeros(2, dtype=torch.float64), tol=1e-10, max_iter=40, depth=0)
-    assert not result.converged and result.iterations == 40
+    result = anderson(lambda x: M @ x + 1.0, torch.zeros(2, dtype=torch.float64), tol=1e-10, max_iter=10, depth=0)
+    assert not result.converged and result.iterations == 10
     assert result.contraction_factor == pytest.approx(1.5, rel=1e-6) and result.banach_bound == float("inf")
+    # its step grows from the first evaluation on: it stops once that many evaluations brought no new low
+    result = anderson(lambda x: M @ x + 1.0, torch.zeros(2, dtype=torch.float64), tol=1e-10, max_iter=1000, depth=0)
+    assert not result.converged and result.iterations == STALL_EVALUATIONS + 1
+
+
+@pytest.mark.parametrize("depth", [0, 8])
+def test_a_map_floored_by_its_own_rounding_stops_near_that_floor(rng, depth):
+    """phi rounded to float32 cannot bring the step below ~1e-7 of x: asked for 1e-12, the iteration stops
+    once the step stalls (not at max_iter), unconverged, with x = phi(previous) and x as close as float32 allows."""
+    M = _symmetric(rng, np.linspace(-0.5, 0.7, 40))
+    b = torch.from_numpy(rng.normal(size=40))
+    x_star = torch.linalg.solve(torch.eye(40, dtype=torch.float64) - M, b)
+    phi = lambda x: (M.float() @ x.float() + b.float()).double()  # noqa: E731
+    result = anderson(phi, torch.zeros(40, dtype=torch.float64), tol=1e-12, max_iter=1000, depth=depth)
+    assert not result.converged and result.iterations < 200
+    assert torch.equal(result.x, phi(result.previous))
+    assert float((result.x - x_star).norm()) <= 1e-5 * float(x_star.norm())

@@ -21,6 +21,10 @@ from typing import Callable
 
 import torch
 
+# Stop when the step ||phi(x) - x|| has not reached a new low in this many evaluations: the map's own
+# rounding (e.g. products with a float32 matrix) floors it, and iterating on cannot meet the tolerance
+STALL_EVALUATIONS = 25
+
 
 @dataclass
 class FixedPointResult:
@@ -65,17 +69,21 @@ def anderson(phi: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, tol:
 
     Stops once the Banach bound ``q/(1-q) ||phi(x_k) - x_k||`` is at most ``tol * scale``
     (``scale`` defaults to ``||phi(x_k)||``), and returns ``phi(x_k)``, whose distance to the
-    fixed point that bound controls.
+    fixed point that bound controls. Stops unconverged (``converged=False``, that bound reported)
+    once the step has made no new low in ``STALL_EVALUATIONS`` evaluations, or after ``max_iter``.
     """
     x = x0.clone()
     xs, fs = [], []           # Anderson memory (last `depth` iterates and residuals)
     all_dx, all_dphi = [], []  # whole history, for the contraction estimate
     prev_x = prev_phi = None
     q = float("nan")
+    lowest, lowest_at = float("inf"), 0
     for k in range(1, max_iter + 1):
         phi_x = phi(x)
         f = phi_x - x
         step = float(f.norm())
+        if step < lowest:
+            lowest, lowest_at = step, k
         if prev_x is not None:
             all_dx.append(x - prev_x)
             all_dphi.append(phi_x - prev_phi)
@@ -88,6 +96,8 @@ def anderson(phi: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor, tol:
             progress(info=f"fixed point: step {step:.2e}, q {q_eff:.2f}")
         if bound <= tol * max(ref, 1e-300) or step == 0.0:
             return FixedPointResult(phi_x, k, True, q, bound, x)
+        if k - lowest_at >= STALL_EVALUATIONS:
+            return FixedPointResult(phi_x, k, False, q, bound, x)
         xs.append(x)
         fs.append(f)
         if len(xs) > depth + 1:
