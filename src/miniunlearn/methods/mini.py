@@ -335,24 +335,24 @@ class MiniUnlearning(UnlearningMethod):
         return -chord.x
 
     @staticmethod
-    def _retained_per_class(ctx: UnlearnContext) -> np.ndarray:
-        """Retained rows per class after this request: class counts, O(n) (no sort, no retained ids,
-        so a request that reads no retained row does not pay for them either)."""
+    def _rows_per_class(ctx: UnlearnContext) -> tuple[np.ndarray, np.ndarray]:
+        """Training rows and retained rows per class after this request: class counts, O(n) (no sort,
+        no retained ids, so a request that reads no retained row does not pay for them either)."""
         y = np.asarray(ctx.dataset.y_train)
         C = ctx.model.n_classes
-        return np.bincount(y, minlength=C) - np.bincount(y[ctx.forget_ids], minlength=C)  # ids are unique
+        training = np.bincount(y, minlength=C)
+        return training, training - np.bincount(y[ctx.forget_ids], minlength=C)  # ids are unique
 
     @classmethod
     def _retained_classes(cls, ctx: UnlearnContext) -> np.ndarray:
         """The classes that keep at least one retained row after this request."""
-        return np.flatnonzero(cls._retained_per_class(ctx) > 0)
+        return np.flatnonzero(cls._rows_per_class(ctx)[1] > 0)
 
     @classmethod
     def _emptied_classes(cls, ctx: UnlearnContext) -> list[int]:
         """The classes that had training rows and keep none after this request."""
-        y = np.asarray(ctx.dataset.y_train)
-        had = np.bincount(y, minlength=ctx.model.n_classes) > 0
-        return [int(c) for c in np.flatnonzero(had & (cls._retained_per_class(ctx) == 0))]
+        training, retained = cls._rows_per_class(ctx)
+        return [int(c) for c in np.flatnonzero((training > 0) & (retained == 0))]
 
     @classmethod
     def _check_free_intercept(cls, ctx: UnlearnContext) -> None:
