@@ -67,7 +67,7 @@ class CachedCurvature:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
                 diag_sum += model.hessian_diag_sum(X, probs, work=squares, classes=diag_classes)
-            if row_norm and len(X):
+            if row_norm:
                 max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))
             if span_of is not None and len(X):
                 u = model.directional_logits(X, span_of[:, None])[:, 0, :]
@@ -131,12 +131,14 @@ class LogitSpan:
     :meth:`span` is ``max_i (max_c z_ic - min_c z_ic)``, the quantity the self-concordance bound of
     the logistic loss needs (docs/mini-unlearning.md, certificates); the maximum is taken over
     every process's rows. With the cached probabilities they also give the loss anywhere on the
-    line ``theta + t D`` (:meth:`loss_along`). Memory: rows x C floats, like the cached probabilities.
+    line ``theta + t D`` (:meth:`loss_along`). Memory: rows x C floats, like the cached probabilities
+    (twice that once :meth:`loss_along` has run: it keeps their logarithms).
     """
 
     def __init__(self, cache: CachedCurvature):
         self.cache = cache
         self.chunks = [torch.zeros_like(p) for p in cache.probs]
+        self._log_probs: list[torch.Tensor] | None = None  # the same at every t: taken once
 
     def accumulate(self, logits: list[torch.Tensor], alpha: float) -> None:
         for z, u in zip(self.chunks, logits):
@@ -154,11 +156,13 @@ class LogitSpan:
         per-row constant, which the softmax ignores); its derivatives are ``E_q[z] - z_y`` and
         ``Var_q(z)``. Summed over every process's rows.
         """
+        if self._log_probs is None:
+            self._log_probs = [torch.log(p) for p in self.cache.probs]
         total = torch.zeros(3, dtype=torch.float64)
-        for probs, labels, z in zip(self.cache.probs, self.cache.labels, self.chunks):
+        for log_p, labels, z in zip(self._log_probs, self.cache.labels, self.chunks):
             if not len(z):
                 continue
-            log_q = torch.log_softmax(torch.log(probs) + t * z, dim=1)
+            log_q = torch.log_softmax(log_p + t * z, dim=1)
             q = log_q.exp()
             mean = (q * z).sum(dim=1)
             total[0] -= float(log_q.gather(1, labels[:, None]).sum())
