@@ -1,6 +1,7 @@
+import numpy as np
 import torch
 
-from miniunlearn.models.rows import max_squared_norm
+from miniunlearn.models.rows import Rows, max_squared_norm
 
 
 def test_max_squared_norm_is_the_largest_row_norm_squared(rng):
@@ -11,3 +12,19 @@ def test_max_squared_norm_is_the_largest_row_norm_squared(rng):
 
 def test_max_squared_norm_of_no_rows_is_zero():
     assert max_squared_norm(torch.empty(0, 5, dtype=torch.float64)) == 0.0
+
+
+def test_squares_of_a_set_in_memory_are_its_rows_squared_in_float32(rng):
+    X, y = rng.normal(size=(50, 7)), rng.integers(0, 3, size=50)
+    ids = np.sort(rng.choice(50, size=31, replace=False))
+    rows = Rows(X, y, ids, chunk_rows=8)
+    got = rows.squares(5, 20)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), X[ids[5:20]] ** 2, rtol=1e-6)
+    assert rows.squares(0, 31).data_ptr() == rows.squares(0, 5).data_ptr()  # computed once, kept
+
+
+def test_squares_of_a_set_not_in_memory_are_left_to_the_caller(rng, tmp_path):
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(20, 4))
+    X[:] = rng.normal(size=(20, 4))
+    assert Rows(X, rng.integers(0, 3, size=20)).squares(0, 20) is None

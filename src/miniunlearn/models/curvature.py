@@ -9,7 +9,8 @@ over: with ``keep_rows`` their feature chunks stay in memory too.
 
 Memory: n x C floats of probabilities for this process's share of the rows (one buffer, not
 thousands of small blocks: those fragmented the heap to ~1 GB of resident memory at HIGGS size),
-plus the rows themselves with ``keep_rows``.
+plus the rows themselves with ``keep_rows``, plus, once a Hessian diagonal is asked for on a set held in
+memory, its squared features in float32 (:meth:`Rows.squares`, kept for the next iterate's diagonal).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ class CachedCurvature:
         max_row_norm_sq = 0.0
         span = 0.0
         rows_most = max(stop - start for start, stop in self.bounds)
-        squares = torch.empty(rows_most * rows.n_features, dtype=theta.dtype) if diag else None
+        # a set not held in memory squares each chunk into one reused buffer: a fresh chunk-sized temporary is
+        # mapped anew by the allocator each time, and touching its pages cost three times the arithmetic
+        work = None
         diag_classes = None if isinstance(diag, bool) else diag
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
@@ -66,7 +69,11 @@ class CachedCurvature:
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
-                diag_sum += model.hessian_diag_sum(X, probs, work=squares, classes=diag_classes)
+                squares = rows.squares(start, stop)
+                if squares is None:
+                    work = torch.empty(rows_most * rows.n_features, dtype=torch.float32) if work is None else work
+                    squares = work[:X.numel()].view(X.shape).copy_(X).square_()
+                diag_sum += model.hessian_diag_sum(X, probs, squares=squares, classes=diag_classes)
             if row_norm:
                 max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))
             if span_of is not None and len(X):

@@ -41,6 +41,7 @@ class Rows:
         self.rows_read = 0  # for pass accounting: rows touched by sweeps so far
         self._X = None
         self._y = None
+        self._squares = None
         n = len(y) if self.ids is None else len(self.ids)
         in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
         # The copy is made on first access (a Rows used only to count passes never pays it);
@@ -90,6 +91,26 @@ class Rows:
             X = np.asarray(self.X_source[sel], dtype=np.float64)
             y = np.asarray(self.y_source[sel], dtype=np.int64)
         return torch.from_numpy(np.ascontiguousarray(X)), torch.from_numpy(y)
+
+    def squares(self, start: int, stop: int) -> torch.Tensor | None:
+        """The squared features of rows ``start:stop`` in float32, or None for a set not held in memory
+        (its caller squares the chunk it has).
+
+        A set held in memory squares all its rows once, on the first call, and keeps them (half the
+        memory of its float64 copy): a solver that needs a Hessian diagonal at every iterate then reads
+        4 bytes per feature instead of squaring 8 into a fresh buffer (on Fashion-MNIST's retained rows,
+        6 ms a pass instead of 40). Float32 is enough for what reads them: a diagonal preconditioner.
+        """
+        if not self._materialized():
+            return None
+        if self._squares is None:
+            with self._lock:
+                if self._squares is None:
+                    squares = torch.empty(self._X.shape, dtype=torch.float32)
+                    for a, b in self.chunk_bounds():  # cast, then square: 4x faster than a mixed-dtype product
+                        squares[a:b].copy_(self._X[a:b]).square_()
+                    self._squares = squares
+        return self._squares[start:stop]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All rows at once (only for sets that fit in memory)."""
