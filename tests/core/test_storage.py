@@ -43,3 +43,38 @@ def test_corrupted_json_is_reported(tmp_path):
     (tmp_path / "run.json").write_text("{not json")
     with pytest.raises(RunError, match="corrupted"):
         read_json(tmp_path / "run.json", "run.json")
+
+
+def test_a_large_tensor_is_checked_segment_by_segment_and_a_flipped_byte_is_caught(tmp_path, monkeypatch):
+    import hashlib
+
+    from miniunlearn.core import storage
+
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1 << 20)
+    x = torch.arange(300_000, dtype=torch.float64)  # 2.4 MB: three segments, the last one short
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"x": x})
+    with open(path, "rb") as handle:  # the recorded digests, recomputed independently with hashlib
+        header = handle.read(int.from_bytes(handle.read(8), "little"))
+    recorded = __import__("json").loads(header)["__metadata__"]["sha256:x"]
+    raw = x.numpy().tobytes()
+    expected = [hashlib.sha256(f"torch.float64;(300000,);{i};".encode() + raw[i << 20:(i + 1) << 20]).hexdigest()
+                for i in range(3)]
+    assert recorded == f"segments={1 << 20}:" + ",".join(expected)
+    assert torch.equal(load_tensors(path)[0]["x"], x)
+    data = bytearray(path.read_bytes())
+    data[-5] ^= 0x01  # a bit of the last segment
+    atomic_write_bytes(path, bytes(data))
+    with pytest.raises(RunError, match="does not match its recorded SHA-256"):
+        load_tensors(path)
+
+
+def test_a_file_with_one_digest_for_a_large_tensor_still_loads(tmp_path, monkeypatch):
+    """Files written before segmented checksums record one digest however large the tensor."""
+    from miniunlearn.core import storage
+
+    x = torch.arange(300_000, dtype=torch.float64)
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"x": x})  # one digest: below the default segment size
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1 << 20)  # now it would be written in segments
+    assert torch.equal(load_tensors(path)[0]["x"], x)

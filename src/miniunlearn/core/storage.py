@@ -7,8 +7,9 @@ never half of one. A failed write raises :class:`WriteError` (a :class:`RunError
 :class:`OSError`) naming the file and saying that nothing was replaced.
 
 Tensors are stored as safetensors (no pickle: loading a file can never execute code) and
-metadata as JSON. :func:`save_tensors` records a SHA-256 of every tensor's bytes, and one
-of the other metadata entries, in the file's metadata, and :func:`load_tensors` checks them,
+metadata as JSON. :func:`save_tensors` records a SHA-256 of every tensor's bytes (one per
+32 MiB segment of a large tensor, so that every core checks a share), and one of the other
+metadata entries, in the file's metadata, and :func:`load_tensors` checks them,
 so a flipped bit in the data or the metadata (which the safetensors format itself cannot
 notice) is reported as corruption.
 """
@@ -24,6 +25,7 @@ import os
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -35,6 +37,9 @@ from miniunlearn.core.errors import RunError
 TEMP_SUFFIX = ".tmp"
 CHECKSUM_PREFIX = "sha256:"  # safetensors metadata key prefix: "sha256:NAME" -> hex digest of tensor NAME
 METADATA_CHECKSUM = CHECKSUM_PREFIX + "__metadata__"  # digest of the other (non-checksum) metadata entries
+SEGMENTS = "segments="  # a tensor checksum of one digest per segment (see tensor_sha256)
+SEGMENT_BYTES = 32 << 20
+MIN_SEGMENT_BYTES = 1 << 20
 
 
 def _metadata_sha256(metadata: Mapping[str, str]) -> str:
@@ -227,14 +232,49 @@ def read_json(path: str | os.PathLike, what: str = "file") -> dict:
 
 
 def tensor_sha256(tensor) -> str:
-    """SHA-256 of a tensor's dtype, shape and raw bytes (what :func:`save_tensors` records)."""
+    """The checksum :func:`save_tensors` records for a tensor: the SHA-256 of its dtype, shape and raw
+    bytes, or, above :data:`SEGMENT_BYTES`, ``segments=S:D0,D1,...``: one SHA-256 per S-byte segment,
+    each of the dtype, shape, segment index and segment bytes, computed on every core (one digest is
+    sequential: a 0.5 GB curvature history took 0.35 s to check on one core, 0.19 s on two)."""
+    header, data = _tensor_bytes(tensor)
+    if data.nbytes <= SEGMENT_BYTES:
+        return _whole_digest(header, data)
+    return f"{SEGMENTS}{SEGMENT_BYTES}:" + ",".join(_segment_digests(header, data, SEGMENT_BYTES))
+
+
+def _tensor_bytes(tensor) -> tuple[str, memoryview]:
     import torch  # imported here: torch takes ~1.5 s to load; most of core (JSON, hashes, files) needs none
 
     flat = tensor.detach().contiguous().reshape(-1).cpu()
-    digest = hashlib.sha256(f"{flat.dtype};{tuple(tensor.shape)};".encode())
-    if flat.numel():
-        digest.update(flat.view(torch.uint8).numpy().data)
+    data = flat.view(torch.uint8).numpy().data if flat.numel() else memoryview(b"")
+    return f"{flat.dtype};{tuple(tensor.shape)};", data
+
+
+def _whole_digest(header: str, data: memoryview) -> str:
+    digest = hashlib.sha256(header.encode())
+    digest.update(data)
     return digest.hexdigest()
+
+
+def _segment_digests(header: str, data: memoryview, size: int) -> list[str]:
+    def digest(index: int) -> str:
+        return _whole_digest(f"{header}{index};", data[index * size:(index + 1) * size])
+
+    count = -(-data.nbytes // size)
+    with ThreadPoolExecutor(max(1, min(count, os.cpu_count() or 1))) as pool:  # hashlib releases the GIL
+        return list(pool.map(digest, range(count)))
+
+
+def _checksum_matches(tensor, recorded: str) -> bool:
+    """Whether ``tensor`` has the checksum ``recorded``, in the form the file was written with: one digest
+    (every file before segments, and small tensors) or one per segment of the recorded size."""
+    header, data = _tensor_bytes(tensor)
+    if not recorded.startswith(SEGMENTS):
+        return _whole_digest(header, data) == recorded
+    size, _, digests = recorded[len(SEGMENTS):].partition(":")
+    if not size.isdigit() or int(size) < MIN_SEGMENT_BYTES:  # damaged: and never millions of tiny segments
+        return False
+    return _segment_digests(header, data, int(size)) == digests.split(",")
 
 
 def save_tensors(target: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> int:
@@ -319,7 +359,7 @@ def load_tensors(path: str | os.PathLike, what: str = "tensor file", names: list
                        "(the file was damaged or altered after it was written)")
     for name, tensor in tensors.items():
         recorded = metadata.get(CHECKSUM_PREFIX + name)
-        if recorded is not None and tensor_sha256(tensor) != recorded:
+        if recorded is not None and not _checksum_matches(tensor, recorded):
             raise RunError(f"{what} {path} is corrupted: tensor {name!r} does not match its recorded SHA-256 "
                            "(the file was damaged or altered after it was written)")
     metadata = {k: v for k, v in metadata.items() if not k.startswith(CHECKSUM_PREFIX)}
