@@ -28,3 +28,13 @@ def test_squares_of_a_set_not_in_memory_are_left_to_the_caller(rng, tmp_path):
     X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(20, 4))
     X[:] = rng.normal(size=(20, 4))
     assert Rows(X, rng.integers(0, 3, size=20)).squares(0, 20) is None
+
+
+def test_squares_are_not_kept_beyond_their_memory_cap(rng, monkeypatch):
+    from miniunlearn.models import rows as rows_module
+
+    X, y = rng.normal(size=(50, 7)), rng.integers(0, 3, size=50)
+    monkeypatch.setattr(rows_module, "SQUARES_BYTES", 50 * 7 * 4 - 1)
+    assert Rows(X, y).squares(0, 50) is None
+    monkeypatch.setattr(rows_module, "SQUARES_BYTES", 50 * 7 * 4)
+    assert Rows(X, y).squares(0, 50) is not None

@@ -17,6 +17,9 @@ DEFAULT_CHUNK_ROWS = 8192
 # Below this many bytes a float64 copy of an index subset is materialised once, so repeated
 # passes (training, refine passes) read contiguous memory instead of gathering every time.
 MATERIALIZE_BYTES = 2 << 30
+# Squared features (float32, for Hessian diagonals) are kept only up to this size; a larger set squares
+# each chunk into a reused buffer at every pass instead
+SQUARES_BYTES = 1 << 30
 
 
 class Rows:
@@ -94,14 +97,14 @@ class Rows:
 
     def squares(self, start: int, stop: int) -> torch.Tensor | None:
         """The squared features of rows ``start:stop`` in float32, or None for a set not held in memory
-        (its caller squares the chunk it has).
+        or whose squares would exceed :data:`SQUARES_BYTES` (its caller squares the chunk it has).
 
         A set held in memory squares all its rows once, on the first call, and keeps them (half the
         memory of its float64 copy): a solver that needs a Hessian diagonal at every iterate then reads
         4 bytes per feature instead of squaring 8 into a fresh buffer (on Fashion-MNIST's retained rows,
         6 ms a pass instead of 40). Float32 is enough for what reads them: a diagonal preconditioner.
         """
-        if not self._materialized():
+        if not self._materialized() or self._X.numel() * 4 > SQUARES_BYTES:
             return None
         if self._squares is None:
             with self._lock:
