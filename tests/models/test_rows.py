@@ -21,7 +21,9 @@ def test_squares_of_a_set_in_memory_are_its_rows_squared_in_float32(rng):
     got = rows.squares(5, 20)
     assert got.dtype == torch.float32
     np.testing.assert_allclose(got.numpy(), X[ids[5:20]] ** 2, rtol=1e-6)
-    assert rows.squares(0, 31).data_ptr() == rows.squares(0, 5).data_ptr()  # computed once, kept
+    again = rows.squares(5, 20)
+    assert again.data_ptr() == got.data_ptr() and torch.equal(again, got)  # computed once, kept
+    np.testing.assert_allclose(rows.squares(0, 31).numpy(), X[ids] ** 2, rtol=1e-6)  # other ranges filled too
 
 
 def test_squares_of_a_set_not_in_memory_are_left_to_the_caller(rng, tmp_path):

@@ -45,6 +45,7 @@ class Rows:
         self._X = None
         self._y = None
         self._squares = None
+        self._squared: set[tuple[int, int]] = set()  # the row ranges of _squares already written
         n = len(y) if self.ids is None else len(self.ids)
         in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
         # The copy is made on first access (a Rows used only to count passes never pays it);
@@ -99,20 +100,20 @@ class Rows:
         """The squared features of rows ``start:stop`` in float32, or None for a set not held in memory
         or whose squares would exceed :data:`SQUARES_BYTES` (its caller squares the chunk it has).
 
-        A set held in memory squares all its rows once, on the first call, and keeps them (half the
-        memory of its float64 copy): a solver that needs a Hessian diagonal at every iterate then reads
-        4 bytes per feature instead of squaring 8 into a fresh buffer (on Fashion-MNIST's retained rows,
-        6 ms a pass instead of 40). Float32 is enough for what reads them: a diagonal preconditioner.
+        A set held in memory squares each range once, on its first call, and keeps it (at most half the
+        memory of its float64 copy; a process of a distributed run touches only its own chunks): a
+        solver that needs a Hessian diagonal at every iterate then reads 4 bytes per feature instead of
+        squaring 8 into a fresh buffer (on Fashion-MNIST's retained rows, 6 ms a pass instead of 40).
+        Float32 is enough for what reads them: a diagonal preconditioner.
         """
         if not self._materialized() or self._X.numel() * 4 > SQUARES_BYTES:
             return None
-        if self._squares is None:
-            with self._lock:
-                if self._squares is None:
-                    squares = torch.empty(self._X.shape, dtype=torch.float32)
-                    for a, b in self.chunk_bounds():  # cast, then square: 4x faster than a mixed-dtype product
-                        squares[a:b].copy_(self._X[a:b]).square_()
-                    self._squares = squares
+        with self._lock:
+            if self._squares is None:  # pages are only backed once written
+                self._squares, self._squared = torch.empty(self._X.shape, dtype=torch.float32), set()
+            if (start, stop) not in self._squared:  # cast, then square: 4x faster than a mixed-dtype product
+                self._squares[start:stop].copy_(self._X[start:stop]).square_()
+                self._squared.add((start, stop))
         return self._squares[start:stop]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
