@@ -69,12 +69,58 @@ def test_a_large_tensor_is_checked_segment_by_segment_and_a_flipped_byte_is_caug
         load_tensors(path)
 
 
-def test_a_file_with_one_digest_for_a_large_tensor_still_loads(tmp_path, monkeypatch):
-    """Files written before segmented checksums record one digest however large the tensor."""
+def _write_with_metadata(path, tensors, metadata):
+    """A safetensors file with exactly this metadata (checksum entries included), as a damaged or an
+    older file would carry; the metadata digest recomputed so that only the entries under test differ."""
+    from safetensors.torch import save_file
+
     from miniunlearn.core import storage
 
+    metadata = dict(metadata)
+    metadata[storage.METADATA_CHECKSUM] = storage._metadata_sha256(metadata)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def test_a_file_with_one_digest_for_a_large_tensor_still_loads(tmp_path, monkeypatch):
+    """Files written before segmented checksums record one digest (computed here with hashlib) however
+    large the tensor; so does a small tensor now."""
+    import hashlib
+
+    from miniunlearn.core import storage
+
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1 << 20)  # x (2.4 MB) would now be written in segments
+    x = torch.arange(300_000, dtype=torch.float64)
+    digest = hashlib.sha256(b"torch.float64;(300000,);" + x.numpy().tobytes()).hexdigest()
+    path = tmp_path / "t.safetensors"
+    _write_with_metadata(path, {"x": x}, {"sha256:x": digest})
+    assert torch.equal(load_tensors(path)[0]["x"], x)
+    _write_with_metadata(path, {"x": x}, {"sha256:x": digest[:-1] + ("0" if digest[-1] != "0" else "1")})
+    with pytest.raises(RunError, match="does not match its recorded SHA-256"):
+        load_tensors(path)
+
+
+@pytest.mark.parametrize("recorded", [f"segments={1 << 19}:" + ",".join(["0" * 64] * 5),  # below the minimum
+                                      "segments=\u00b2:" + "0" * 64,                    # not a decimal number
+                                      "segments=" + "9" * 5000 + ":" + "0" * 64,          # absurdly long
+                                      f"segments={1 << 20}:" + "0" * 64,                  # one digest for three
+                                      "segments=" + ":" * 3])
+def test_a_damaged_segmented_checksum_is_reported_as_corruption(tmp_path, recorded):
+    recorded = recorded.encode().decode("unicode_escape")
     x = torch.arange(300_000, dtype=torch.float64)
     path = tmp_path / "t.safetensors"
-    save_tensors(path, {"x": x})  # one digest: below the default segment size
-    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1 << 20)  # now it would be written in segments
-    assert torch.equal(load_tensors(path)[0]["x"], x)
+    _write_with_metadata(path, {"x": x}, {"sha256:x": recorded})
+    with pytest.raises(RunError, match="does not match its recorded SHA-256"):
+        load_tensors(path)
+
+
+def test_a_tensor_without_its_checksum_in_a_checksummed_file_is_reported(tmp_path):
+    """A flipped bit in a checksum's key must not switch its check off."""
+    x, y = torch.arange(10, dtype=torch.float64), torch.ones(3)
+    path = tmp_path / "t.safetensors"
+    save_tensors(path, {"x": x, "y": y})
+    _, metadata = load_tensors(path)
+    from miniunlearn.core.storage import tensor_sha256
+
+    _write_with_metadata(path, {"x": x, "y": y}, {**metadata, "sha256:x": tensor_sha256(x), "sha256:z": tensor_sha256(y)})
+    with pytest.raises(RunError, match="tensor 'y' has no recorded SHA-256"):
+        load_tensors(path)

@@ -44,6 +44,16 @@ def test_hessian_diagonal_from_float32_squares_matches_autograd(problem):
     assert not torch.equal(got, model.hessian_diag_sum(X, model.probabilities(theta, X)))  # float32 was used
 
 
+def test_hessian_diagonal_from_float32_squares_that_overflow_is_computed_in_float64(problem):
+    model, theta, X, _ = problem
+    X = X.clone()
+    X[3, 2] = 1e20  # its square is beyond float32's range
+    probs = model.probabilities(theta, X)
+    got = model.hessian_diag_sum(X, probs, squares=(X.to(torch.float32)).square())
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got, model.hessian_diag_sum(X, probs), rtol=1e-12)
+
+
 def test_hessian_diagonal_of_some_classes_leaves_the_others_nan(problem):
     model, theta, X, y = problem
     loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, X), y, reduction="sum")

@@ -14,16 +14,17 @@ def test_max_squared_norm_of_no_rows_is_zero():
     assert max_squared_norm(torch.empty(0, 5, dtype=torch.float64)) == 0.0
 
 
-def test_squares_of_a_set_in_memory_are_its_rows_squared_in_float32(rng):
+def test_squares_of_a_set_in_memory_are_its_rows_squared_in_float32_once_per_chunk(rng):
     X, y = rng.normal(size=(50, 7)), rng.integers(0, 3, size=50)
     ids = np.sort(rng.choice(50, size=31, replace=False))
     rows = Rows(X, y, ids, chunk_rows=8)
-    got = rows.squares(5, 20)
+    got = rows.squares(5, 12)  # rows of chunks 0 and 1
     assert got.dtype == torch.float32
-    np.testing.assert_allclose(got.numpy(), X[ids[5:20]] ** 2, rtol=1e-6)
-    again = rows.squares(5, 20)
-    assert again.data_ptr() == got.data_ptr() and torch.equal(again, got)  # computed once, kept
-    np.testing.assert_allclose(rows.squares(0, 31).numpy(), X[ids] ** 2, rtol=1e-6)  # other ranges filled too
+    np.testing.assert_allclose(got.numpy(), X[ids[5:12]] ** 2, rtol=1e-6)
+    rows._X += 1.0  # from now on a chunk squared afresh shows it
+    whole = rows.squares(0, 31)
+    np.testing.assert_allclose(whole[:16].numpy(), X[ids[:16]] ** 2, rtol=1e-6)  # chunks 0, 1: kept, not redone
+    np.testing.assert_allclose(whole[16:].numpy(), (X[ids[16:]] + 1.0) ** 2, rtol=1e-6)  # chunks 2, 3: squared now
 
 
 def test_squares_of_a_set_not_in_memory_are_left_to_the_caller(rng, tmp_path):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -235,7 +236,7 @@ def tensor_sha256(tensor) -> str:
     """The checksum :func:`save_tensors` records for a tensor: the SHA-256 of its dtype, shape and raw
     bytes, or, above :data:`SEGMENT_BYTES`, ``segments=S:D0,D1,...``: one SHA-256 per S-byte segment,
     each of the dtype, shape, segment index and segment bytes, computed on every core (one digest is
-    sequential: a 0.5 GB curvature history took 0.35 s to check on one core, 0.19 s on two)."""
+    sequential: a 0.5 GB curvature history took 0.33 s to check on one core, 0.18 s on two)."""
     header, data = _tensor_bytes(tensor)
     if data.nbytes <= SEGMENT_BYTES:
         return _whole_digest(header, data)
@@ -272,9 +273,12 @@ def _checksum_matches(tensor, recorded: str) -> bool:
     if not recorded.startswith(SEGMENTS):
         return _whole_digest(header, data) == recorded
     size, _, digests = recorded[len(SEGMENTS):].partition(":")
-    if not size.isdigit() or int(size) < MIN_SEGMENT_BYTES:  # damaged: and never millions of tiny segments
+    if re.fullmatch("[0-9]{1,15}", size) is None or int(size) < MIN_SEGMENT_BYTES:  # damaged (and never millions
+        return False                                                                 # of tiny segments)
+    listed = digests.split(",")
+    if len(listed) != max(1, -(-data.nbytes // int(size))):
         return False
-    return _segment_digests(header, data, int(size)) == digests.split(",")
+    return _segment_digests(header, data, int(size)) == listed
 
 
 def save_tensors(target: str | os.PathLike, tensors: Mapping[str, Any], metadata: Mapping[str, str] | None = None) -> int:
@@ -357,8 +361,12 @@ def load_tensors(path: str | os.PathLike, what: str = "tensor file", names: list
     if recorded is not None and _metadata_sha256(metadata) != recorded:
         raise RunError(f"{what} {path} is corrupted: its metadata does not match the recorded SHA-256 "
                        "(the file was damaged or altered after it was written)")
+    checked = recorded is not None  # a file written with checksums has one for every tensor
     for name, tensor in tensors.items():
         recorded = metadata.get(CHECKSUM_PREFIX + name)
+        if checked and recorded is None:
+            raise RunError(f"{what} {path} is corrupted: tensor {name!r} has no recorded SHA-256 "
+                           "(the file was damaged or altered after it was written)")
         if recorded is not None and not _checksum_matches(tensor, recorded):
             raise RunError(f"{what} {path} is corrupted: tensor {name!r} does not match its recorded SHA-256 "
                            "(the file was damaged or altered after it was written)")

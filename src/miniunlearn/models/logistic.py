@@ -140,6 +140,8 @@ class LogisticRegression:
         if squares is None:
             squares = X * X
         weighted = (w.to(squares.dtype).T @ squares).to(probs.dtype)
+        if squares.dtype != probs.dtype and not torch.isfinite(weighted).all():  # float32 overflowed (|x| > 1e19)
+            weighted = w.T @ (X * X)
         blocks = torch.cat([weighted, w.sum(dim=0)[:, None]], dim=1)
         if classes is None:
             return blocks.reshape(-1)
