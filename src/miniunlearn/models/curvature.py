@@ -21,7 +21,14 @@ import torch
 
 from miniunlearn import distributed
 from miniunlearn.core.progress import rows_read as report_rows
-from miniunlearn.models.rows import Rows, max_squared_norm, parallel_map, parallel_sum, sum_in_order
+from miniunlearn.models.rows import (
+    Rows,
+    max_squared_norm,
+    parallel_map,
+    parallel_sum,
+    squares_in_float32,
+    sum_in_order,
+)
 
 
 class CachedCurvature:
@@ -72,7 +79,7 @@ class CachedCurvature:
                 squares = rows.squares(start, stop)
                 if squares is None:
                     work = torch.empty(rows_most * rows.n_features, dtype=torch.float32) if work is None else work
-                    squares = work[:X.numel()].view(X.shape).copy_(X).square_()
+                    squares = squares_in_float32(X, work[:X.numel()].view(X.shape))
                 diag_sum += model.hessian_diag_sum(X, probs, squares=squares, classes=diag_classes)
             if row_norm:
                 max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))

@@ -115,8 +115,8 @@ class Rows:
             for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
                 if chunk not in self._squared:
                     rows = slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, len(self)))
-                    self._squares[rows].copy_(self._X[rows]).square_()  # cast, then square: 4x faster than a
-                    self._squared.add(chunk)                            # mixed-dtype product
+                    squares_in_float32(self._X[rows], self._squares[rows])
+                    self._squared.add(chunk)
         return self._squares[start:stop]
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -182,6 +182,12 @@ def sum_in_order(parts):
     for part in parts[1:]:
         total = total + part
     return total
+
+
+def squares_in_float32(X: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """X's squared features written into ``out`` (float32, X's shape) and returned. Cast, then square:
+    one mixed-dtype product (float64 in, float32 out) took four times as long on Fashion-MNIST's rows."""
+    return out.copy_(X).square_()
 
 
 def max_squared_norm(X: torch.Tensor) -> float:
