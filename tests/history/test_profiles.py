@@ -100,10 +100,19 @@ def test_the_budget_picks_the_most_accurate_profile_that_fits():
     model = LogisticRegression(784, 10)
     p = model.n_params
     big = 8 << 30
-    assert choose_by_budget(model, 8 * p * p, big).spec() == "exact:dtype=float64,packed=0,fast_build=None,defect=None"
-    assert choose_by_budget(model, 8 * p * p - 1, big).options["packed"] is True
-    half = choose_by_budget(model, 2 * p * (p + 1), big)
+    # from p = 4096 on the build is float32-accurate: P is kept in float32, packed, even where float64 would fit
+    assert choose_by_budget(model, 8 * p * p, big).options == {"dtype": "float32", "packed": True,
+                                                                 "fast_build": None, "defect": None}
+    assert resolve_profile("auto", model).spec() == "exact:dtype=float32,packed=1,fast_build=None,defect=None"
+    below = LogisticRegression(300, 10)  # p = 3010: float64 dense while it fits, then packed, then float32
+    q = below.n_params
+    dense = 8 * q * q + 8  # and its measured defect
+    assert choose_by_budget(below, dense, big).spec() == "exact:dtype=float64,packed=0,fast_build=None,defect=None"
+    assert resolve_profile("auto", below).spec() == "exact:dtype=float64,packed=0,fast_build=None,defect=None"
+    assert choose_by_budget(below, dense - 1, big).options["packed"] is True
+    half = choose_by_budget(below, 2 * q * (q + 1) + 8, big)
     assert half.options == {"dtype": "float32", "packed": True, "fast_build": None, "defect": None}
+    assert choose_by_budget(model, 2 * p * (p + 1) - 1, big).name == "kron"
     small = choose_by_budget(model, 5_000_000, big)
     assert small.name == "kron" and small.stored_bytes(model) <= 5_000_000
     assert make_profile(f"kron:k={small.options['k'] + 1}").stored_bytes(model) > 5_000_000

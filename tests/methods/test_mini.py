@@ -60,6 +60,7 @@ def _certified_forget(setup, U, tol) -> dict:
 def test_tol_refines_until_the_certificate_proves_the_distance(setup, ratio, tol):
     s = _certified_forget(setup, random_forget_ids(setup[1].n_train, ratio, 1), tol)
     assert s["start"] == ("step 0" if ratio < 0.2 else "w_T") and s["passes_retained"] >= 1
+    assert s["retained_read_in_place"] == (ratio <= 0.15)  # few rows forgotten: R read in place, U left out
 
 
 @pytest.mark.parametrize("tol", [1e-3, 1e-7])
@@ -131,6 +132,20 @@ def test_workers_do_not_change_the_result(setup):
     one = forget(run, U, "mini", refine=3, workers=1).theta
     three = forget(run, U, "mini", refine=3, workers=3).theta
     assert torch.norm(one - three) <= 1e-10 * torch.norm(one)
+
+
+def test_reading_r_in_place_changes_neither_the_path_nor_the_passes(setup, monkeypatch):
+    from miniunlearn.methods import mini
+
+    run, ds = setup
+    U = random_forget_ids(ds.n_train, 0.1, 5)
+    in_place = forget(run, U, "mini", refine=4)
+    monkeypatch.setattr(mini, "IN_PLACE_MAX_SHARE", 0.0)
+    copied = forget(run, U, "mini", refine=4)
+    assert in_place.stats["retained_read_in_place"] and not copied.stats["retained_read_in_place"]
+    assert in_place.stats["passes_by_kind"] == copied.stats["passes_by_kind"]
+    assert in_place.stats["passes_retained"] == copied.stats["passes_retained"] == 4
+    assert torch.norm(in_place.theta - copied.theta) <= 1e-10 * torch.norm(copied.theta - run.theta())
 
 
 def test_minimal_profile_converges_with_passes(tmp_path):

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from miniunlearn.models import CachedCurvature, LogisticRegression, Rows
+from miniunlearn.models.rows import RowsWithout
 from miniunlearn.models.curvature import LogitSpan
 from tests.helpers import softmax_objective
 
@@ -48,3 +49,50 @@ def test_the_hessian_diagonal_over_chunks_matches_autograd(rng, tmp_path, in_mem
     loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, features), torch.from_numpy(y), reduction="sum")
     expected = torch.autograd.functional.hessian(loss, theta).diagonal()
     assert torch.allclose(cache.diag_sum, expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_rows_left_out_are_left_out_of_every_sum(rng, tmp_path, in_memory, workers):
+    """Sums over a set read in place with rows left out, against autograd and numpy on the kept rows alone.
+    The left-out rows are made extreme (large norms), so any of them leaking into a sum, a norm or a span
+    shows; one chunk is left out entirely, and some at chunk edges."""
+    n, d, C = 120, 5, 4
+    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
+    left = np.array([0, 1, 39, 40] + list(range(80, 100)) + [119])
+    X[left] *= 25.0
+    keep = np.setdiff1d(np.arange(n), left)
+    if not in_memory:
+        mapped = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=X.shape)
+        mapped[:] = X
+        X = mapped
+    model = LogisticRegression(d, C)
+    theta = torch.from_numpy(rng.normal(size=model.n_params) * 0.3)
+    v = torch.from_numpy(rng.normal(size=model.n_params))
+    rows = RowsWithout(X, y, left, chunk_rows=20, workers=workers)
+    cache = CachedCurvature(model, rows, theta, grad=True, diag=True, loss=True, row_norm=True, span_of=v)
+
+    Xk, yk = torch.from_numpy(np.asarray(X)[keep]), torch.from_numpy(y[keep])
+    loss = lambda t: torch.nn.functional.cross_entropy(model.logits(t, Xk), yk, reduction="sum")
+    hessian = torch.autograd.functional.hessian(loss, theta)
+    assert cache.loss_sum == pytest.approx(float(loss(theta)), rel=1e-12)
+    assert torch.allclose(cache.grad_sum, torch.func.grad(loss)(theta), rtol=1e-10, atol=1e-10)
+    assert torch.allclose(cache.diag_sum, hessian.diagonal(), rtol=1e-6, atol=1e-6)
+    assert torch.allclose(cache.hvp_sum(v), hessian @ v, rtol=1e-10, atol=1e-10)
+    assert torch.allclose(cache.hessian_sum(), hessian, rtol=1e-10, atol=1e-10)
+    assert cache.max_row_norm == pytest.approx(np.linalg.norm(np.asarray(X)[keep], axis=1).max(), rel=1e-14)
+    Z = np.hstack([np.asarray(X)[keep], np.ones((len(keep), 1))]) @ v.numpy().reshape(C, d + 1).T
+    assert cache.span == pytest.approx((Z.max(axis=1) - Z.min(axis=1)).max(), rel=1e-12)
+    assert rows.rows_read == 3 * len(keep) and len(rows) == len(keep)  # pass, product, dense Hessian: over R
+
+    along = LogitSpan(cache)
+    hv, logits = cache.hvp_sum_with_logits(v)
+    along.accumulate(logits, 1.0)
+    assert torch.allclose(hv, hessian @ v, rtol=1e-10, atol=1e-10)
+    assert along.span() == pytest.approx(cache.span, rel=1e-12)
+    f = softmax_objective(np.asarray(X)[keep], y[keep], C, 0.0)
+    for t in (0.0, 0.7, 2.0):
+        value, first, _ = along.loss_along(t)
+        expected_value, expected_grad = f(theta.numpy() + t * v.numpy())
+        assert value == pytest.approx(len(keep) * expected_value, rel=1e-12)
+        assert first == pytest.approx(len(keep) * expected_grad @ v.numpy(), rel=1e-10, abs=1e-10)

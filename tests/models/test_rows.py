@@ -1,7 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
-from miniunlearn.models.rows import Rows, max_squared_norm
+from miniunlearn.models.rows import Rows, RowsWithout, max_squared_norm
 
 
 def test_max_squared_norm_is_the_largest_row_norm_squared(rng):
@@ -41,3 +42,16 @@ def test_squares_are_not_kept_beyond_their_memory_cap(rng, monkeypatch):
     assert Rows(X, y).squares(0, 50) is None
     monkeypatch.setattr(rows_module, "SQUARES_BYTES", 50 * 7 * 4)
     assert Rows(X, y).squares(0, 50) is not None
+
+
+def test_rows_without_serves_every_chunk_in_place_and_names_the_rows_left_out(rng):
+    X, y = rng.normal(size=(50, 4)), rng.integers(0, 3, size=50)
+    left = np.array([0, 7, 8, 9, 31, 49])
+    rows = RowsWithout(X, y, left, chunk_rows=8)
+    assert len(rows) == 44
+    assert rows.chunk_bounds()[-1] == (48, 50)
+    assert np.shares_memory(rows.chunk(0, 8)[0].numpy(), X)  # read where it lies, not copied
+    found = [rows.left_out_in(a, b) for a, b in rows.chunk_bounds()]
+    assert [None if f is None else f.tolist() for f in found] == [[0, 7], [0, 1], None, [7], None, None, [1]]
+    with pytest.raises(TypeError, match="CachedCurvature"):
+        rows.map_reduce(lambda X, y: X.sum())

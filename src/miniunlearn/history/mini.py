@@ -24,12 +24,12 @@ DEFAULT_MEMORY_BUDGET = 4 << 30  # bytes allowed for building a profile (the exa
 def resolve_profile(requested: "str | CurvatureProfile", model, history_budget: int | None = None,
                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CurvatureProfile:
     """The profile to build. ``auto``: with ``history_budget``, the most accurate profile whose stored
-    bytes fit it; without, ``exact`` when its build fits ``memory_budget``, else the most accurate
-    profile that fits ``memory_budget``. A named profile (``NAME[:key=value,...]``) must fit the
+    bytes fit it; without, ``exact`` (stored as :meth:`ExactProfile.preferred` says) when its build fits
+    ``memory_budget``, else the most accurate profile that fits ``memory_budget``. A named profile (``NAME[:key=value,...]``) must fit the
     budget when one is given."""
     if requested == "auto":
         if history_budget is None:
-            exact = ExactProfile()
+            exact = ExactProfile.preferred(model)
             if exact.build_bytes(model) <= memory_budget:
                 return exact
             return choose_by_budget(model, memory_budget, memory_budget)

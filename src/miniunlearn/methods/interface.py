@@ -23,7 +23,7 @@ import torch
 from miniunlearn.core.errors import InputError
 from miniunlearn.core.params import Param, param_help, validate_params
 from miniunlearn.models.penalty import Penalty
-from miniunlearn.models.rows import Rows, retained_ids
+from miniunlearn.models.rows import Rows, RowsWithout, retained_ids
 
 _REGISTRY: dict[str, type["UnlearningMethod"]] = {}
 
@@ -117,10 +117,19 @@ class UnlearnContext:
         rows = self.__dict__.get("forget_rows")
         return 0.0 if rows is None else rows.rows_read / max(1, len(self.forget_ids))
 
+    @cached_property
+    def retained_in_place(self) -> RowsWithout:
+        """The retained rows read where they lie in the training set, the forgotten ones left out of every sum:
+        no copy of R, but every sweep reads all n rows (for requests that forget few). Curvature passes only
+        (:class:`RowsWithout`); its sweeps count as passes over R."""
+        ds = self.dataset
+        return RowsWithout(ds.X_train, ds.y_train, self.forget_ids, chunk_rows=self.chunk_rows, workers=self.workers)
+
     @property
     def passes_retained(self) -> float:
-        rows = self.__dict__.get("retained_rows")
-        return 0.0 if rows is None else rows.rows_read / max(1, len(self.retained_ids))
+        read = sum(rows.rows_read for name in ("retained_rows", "retained_in_place")
+                   if (rows := self.__dict__.get(name)) is not None)
+        return read / max(1, len(self.retained_ids))
 
     def original_theta(self) -> torch.Tensor:
         return self.run.theta()

@@ -7,6 +7,11 @@ Hessian diagonal from the same pass) and then every product ``sum_i Hess l_i(the
 sweep that reuses them. The forgotten rows of an unlearning request are few and read over and
 over: with ``keep_rows`` their feature chunks stay in memory too.
 
+Rows a set leaves out (:class:`RowsWithout`: the retained rows read in place, the forgotten ones among
+them) get the one-hot probabilities ``e_y``, at which a row's gradient ``p - e_y`` and curvature
+``diag p - p p^T`` are exactly zero: every sum below leaves them out with no further test. Their loss,
+row norm and logit changes are dropped explicitly.
+
 Memory: n x C floats of probabilities for this process's share of the rows (one buffer, not
 thousands of small blocks: those fragmented the heap to ~1 GB of resident memory at HIGGS size),
 plus the rows themselves with ``keep_rows``, plus, once a Hessian diagonal is asked for on a set held in
@@ -52,6 +57,7 @@ class CachedCurvature:
         buffer = torch.empty(last - first, model.n_classes, dtype=theta.dtype)
         self.probs: list[torch.Tensor] = []
         self.labels: list[torch.Tensor] = []
+        self.left_out: list[torch.Tensor | None] = []  # per chunk: positions of the rows left out
         self.kept: list[torch.Tensor] | None = [] if keep_rows else None
         grad_sum = torch.zeros(model.n_params, dtype=theta.dtype) if grad else None
         diag_sum = torch.zeros(model.n_params, dtype=theta.dtype) if diag else None
@@ -65,14 +71,20 @@ class CachedCurvature:
         diag_classes = None if isinstance(diag, bool) else diag
         for start, stop in self.bounds:
             X, y = rows.chunk(start, stop)
+            left = rows.left_out_in(start, stop)
             probs = buffer[start - first:stop - first]
             logits = model.logits(theta, X)
             if loss:  # one normalisation for both (as training's loss and gradient pass does)
                 log_p = torch.log_softmax(logits, dim=1)
                 torch.exp(log_p, out=probs)
-                loss_sum -= log_p.gather(1, y[:, None]).sum()
+                row_loss = log_p.gather(1, y[:, None])
+                if left is not None:
+                    row_loss[left] = 0.0
+                loss_sum -= row_loss.sum()
             else:
                 probs.copy_(torch.softmax(logits, dim=1))
+            if left is not None:
+                probs[left] = torch.nn.functional.one_hot(y[left], model.n_classes).to(probs.dtype)
             if grad_sum is not None:
                 grad_sum += model.outer_sum(model.residual(probs, y), X)
             if diag_sum is not None:
@@ -82,14 +94,18 @@ class CachedCurvature:
                     squares = squares_in_float32(X, work[:X.numel()].view(X.shape))
                 diag_sum += model.hessian_diag_sum(X, probs, squares=squares, classes=diag_classes)
             if row_norm:
-                max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X))
+                max_row_norm_sq = max(max_row_norm_sq, max_squared_norm(X, left))
             if span_of is not None and len(X):
                 u = model.directional_logits(X, span_of[:, None])[:, 0, :]
-                span = max(span, float((u.amax(dim=1) - u.amin(dim=1)).max()))
+                row_span = u.amax(dim=1) - u.amin(dim=1)
+                if left is not None:
+                    row_span[left] = 0.0
+                span = max(span, float(row_span.max()))
             if self.kept is not None:
                 self.kept.append(X)
             self.probs.append(probs)
             self.labels.append(y)
+            self.left_out.append(left)
             report_rows(stop - start)
         rows.rows_read += len(rows)
         self.grad_sum = None if grad_sum is None else distributed.all_reduce_sum(grad_sum)
@@ -124,13 +140,15 @@ class CachedCurvature:
 
     def hvp_sum_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`hvp_sum` for one vector v, and v's directional logits ``Theta_v x~_i`` per chunk
-        ((rows, C) each): a solver that builds a step ``D = sum_j alpha_j v_j`` learns the exact
-        per-row logit changes of D at no extra pass (:class:`LogitSpan`)."""
+        ((rows, C) each; zero on rows left out): a solver that builds a step ``D = sum_j alpha_j v_j`` learns
+        the exact per-row logit changes of D at no extra pass (:class:`LogitSpan`)."""
 
         def part(j: int) -> tuple[torch.Tensor, torch.Tensor]:
             X = self._features(j)
             u = self.model.directional_logits(X, v[:, None])
             report_rows(self.bounds[j][1] - self.bounds[j][0])
+            if self.left_out[j] is not None:
+                u[self.left_out[j]] = 0.0
             return self.model.hvp_from_logits(X, self.probs[j], u)[:, 0], u[:, 0, :]
 
         parts = parallel_map(part, range(len(self.bounds)), self.rows.workers)
