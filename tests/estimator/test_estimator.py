@@ -304,3 +304,15 @@ def test_standardize_recomputes_the_statistics_on_the_kept_rows(customers):
     kept = ~np.isin(users, ["user-3", "user-4"])
     refit = UnlearningLogisticRegression(alpha=1e-2, standardize=True).fit(frame[kept], labels[kept])
     assert np.abs(model.predict_proba(frame) - refit.predict_proba(frame)).max() <= 1e-7
+
+
+def test_a_deletion_past_the_dense_route_reports_the_passes_it_made():
+    """Forgetting 40 % of the rows goes to the general method (the dense route is for small shares): its passes
+    over the kept rows are the ones reported, split by kind as the solver counted them."""
+    X, y = make_classification(n_samples=600, n_features=8, n_informative=5, n_classes=3, random_state=7)
+    model = UnlearningLogisticRegression(alpha=1e-2).fit(X, y)
+    model.forget(rows=np.arange(0, 600, 5).tolist() + np.arange(1, 600, 5).tolist())
+    stats = model.forget_stats_
+    assert "route" not in stats and stats["converged"]
+    assert stats["passes_retained"] >= 1
+    assert stats["passes_retained"] == pytest.approx(sum(stats["passes_by_kind"].values()))

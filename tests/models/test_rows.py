@@ -55,3 +55,11 @@ def test_rows_without_serves_every_chunk_in_place_and_names_the_rows_left_out(rn
     assert [None if f is None else f.tolist() for f in found] == [[0, 7], [0, 1], None, [7], None, None, [1]]
     with pytest.raises(TypeError, match="CachedCurvature"):
         rows.map_reduce(lambda X, y: X.sum())
+
+
+def test_rows_without_refuses_ids_it_could_not_leave_out(rng):
+    X, y = rng.normal(size=(20, 3)), rng.integers(0, 2, size=20)
+    for bad in ([3, 1], [2, 2], [-1, 4], [5, 20]):
+        with pytest.raises(ValueError, match="sorted, unique"):
+            RowsWithout(X, y, np.array(bad))
+    assert len(RowsWithout(X, y, np.array([], dtype=np.int64))) == 20

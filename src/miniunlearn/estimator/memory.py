@@ -173,7 +173,8 @@ def forget_rows(base: MemoryBase, ids: np.ndarray, tol: float, max_passes: int) 
     if found is not None:
         theta, stats = found
     else:
-        theta, stats = MiniUnlearning(tol=tol, max_passes=max_passes).unlearn(UnlearnContext(base.run(), cumulative))
+        # the same context: its pass counts then include the general method's (and any the dense route spent)
+        theta, stats = MiniUnlearning(tol=tol, max_passes=max_passes).unlearn(context)
     stats = {**stats, "time_s": time.perf_counter() - started, "n_forget": int(len(cumulative)), "n_forget_request": int(len(ids)),
              "n_forgotten_before": int(len(base.forgotten)), "passes_retained": context.passes_retained,
              "passes_forget": context.passes_forget}

@@ -171,7 +171,11 @@ class RowsWithout(Rows):
     def __init__(self, X: np.ndarray, y: np.ndarray, left_out: np.ndarray, chunk_rows: int = DEFAULT_CHUNK_ROWS,
                  workers: int = 1):
         super().__init__(X, y, None, chunk_rows=chunk_rows, workers=workers)
-        self.left_out = torch.from_numpy(np.asarray(left_out, dtype=np.int64))
+        left_out = np.asarray(left_out, dtype=np.int64)
+        if len(left_out) and not (np.all(np.diff(left_out) > 0) and 0 <= left_out[0] and left_out[-1] < len(y)):
+            # an unsorted id would be missed by the chunk search and its row summed as if kept
+            raise ValueError("rows left out must be sorted, unique ids of the set's rows")
+        self.left_out = torch.from_numpy(left_out)
         self._n_all = len(y)
 
     def __len__(self) -> int:
