@@ -182,25 +182,23 @@ def test_every_profile_is_certified_against_the_true_retrained_optimum(tmp_path,
     assert distance <= 1e-5 * np.linalg.norm(result.theta.numpy() - w_T) + reference_error
 
 
-def test_the_chord_step_on_a_float32_profile_stops_at_its_precision(tmp_path):
-    """A float32 P cannot resolve the chord solve's float64 tolerance: the solve must stop near float32's
-    precision instead of running to its iteration cap, and the request still lands certified."""
+def test_the_chord_step_runs_only_where_its_certificate_can_stop_the_solve(tmp_path):
+    """A float64 P with its measured defect certifies the chord step by itself; a float32 P cannot (its
+    products are rounded in float32), and there the chord would only be CG's first guess, which cost more
+    than it saved: the request goes straight to Newton-CG. Both land certified."""
     ds = load_dataset("synthetic:n_samples=3000,n_features=30,n_classes=5,seed=1")
     runs = {spec: train(ds, 1e-3, tmp_path / spec.replace(":", "-"), profile=spec)
             for spec in ("exact", "exact:dtype=float32")}
-    U = random_forget_ids(ds.n_train, 0.015, 3)  # 36 rows: the chord step runs (U at most 2 % of R)
+    U = random_forget_ids(ds.n_train, 0.015, 3)  # 36 rows: at most 2 % of R, where the chord step may run
     keep = np.setdiff1d(np.arange(ds.n_train), U)
     w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, 1e-3)
-    iterations = {}
     for spec, run in runs.items():
         result = forget(run, U, "mini", tol=1e-4, max_iter=300)
         s = result.stats
         assert s["converged"] and np.linalg.norm(result.theta.numpy() - w_R) <= s["certificate"] + reference_error
-        iterations[spec] = s["chord_iterations"]
-        # the chord's no-pass certificate trusts P applied in float64; a float32 P is certified by the passes alone
-        assert ("chord_certificate" in s) == (spec == "exact")
-    # float32 needs no more iterations than float64 to its own (coarser) stop; the cap is 300
-    assert 1 <= iterations["exact:dtype=float32"] <= iterations["exact"] < 300
+        assert ("chord_certificate" in s) == ("chord_iterations" in s) == (spec == "exact")
+        if spec == "exact":
+            assert 1 <= s["chord_iterations"] < 300
 
 
 def test_bad_requests_are_refused(setup, tmp_path):

@@ -56,12 +56,13 @@ DEFAULT_TOL = 1e-3
 STEP0_MAX_SHARE = 0.25
 # The chord step (a second solve with the history's retained Hessian at w_T, over U, after the first
 # pass) certifies small deletions after one pass over R; it costs as much as step 0, which stops
-# paying once U is more than this share of R (Newton-CG then needs a few products anyway).
+# paying once U is more than this share of R (Newton-CG then needs a few products anyway). It is taken
+# only where its certificate can stop the solve (a float64 P with its measured defect): as a mere first
+# guess for CG it cost more than it saved (Fashion-MNIST, P in float32, 1 % at random, three seeds:
+# 0.24-0.25 s of compute without it against 0.26-0.29 s with it at l2 1e-3, 0.34-0.48 s against
+# 0.51-0.57 s at 1e-4, one pass fewer on one seed; 0.5 % at 1e-3: 2 passes against 3).
 CHORD_MAX_SHARE = 0.02
 CHORD_TOL = 1e-8  # the chord solve's relative fixed-point stop (its residual enters the certificate exactly)
-# ... but never below what products with the stored P can resolve: a float32 P stalls near 1e-7, and
-# the solve then ran to its iteration cap (300 products with P, 4 s, on a 1 % Fashion-MNIST request)
-CHORD_EPS_FACTOR = 100.0
 # Up to this share of the training rows forgotten, the retained rows are read in place with the forgotten ones
 # left out (``ctx.retained_in_place``) instead of copied: every pass then reads r/m more rows, while the copy
 # costs about two passes (Fashion-MNIST: 0.1 s for 54,000 rows, a pass 0.05 s), and requests this small are
@@ -268,10 +269,9 @@ class MiniUnlearning(UnlearningMethod):
             if referenced and t == 1.0:  # step 0 again, with its exact logit span over R from this pass
                 offers.append((reference_certificate(surrogate, b, m, history.curvature_defect, theta_T, mu, R,
                                                      start.cache.span).after_step, w_start))
-            if history.is_exact and r <= CHORD_MAX_SHARE * m:
+            if referenced and r <= CHORD_MAX_SHARE * m:
                 initial_step = self._chord(preconditioner, forget, penalty, history, start, w_start,
-                                           t * start.cache.span if referenced else None, m, mu, R, offers, stats,
-                                           ctx.progress)
+                                           t * start.cache.span, m, mu, R, offers, stats, ctx.progress)
             elif tol is None and not jacobi:  # a fixed budget: every pass moves; this one by the history's step
                 initial_step = -penalty.project(preconditioner.apply(start.grad))
                 offers.append((math.inf, w_start + initial_step))
@@ -324,17 +324,13 @@ class MiniUnlearning(UnlearningMethod):
 
     def _chord(self, preconditioner, forget, penalty, history, here, w, drift, m, mu, R, offers, stats, progress):
         """The step -J^-1 (m grad F_R(w)) with the history's retained Hessian J at w_T (a chord Newton
-        step; no pass over R), certified with the logit ``drift`` from w_T when the history's defect is
-        known (``drift`` None: not certified by itself). Appends w and w + step to ``offers``; the step
-        is also CG's first guess of the Newton step at w."""
+        step; no pass over R), certified with the logit ``drift`` from w_T and the history's measured
+        defect. Appends w and w + step to ``offers``; the step is also CG's first guess of the Newton
+        step at w."""
         rhs = m * here.grad
-        tol = max(CHORD_TOL, CHORD_EPS_FACTOR * history.curvature_eps)
-        chord = surrogate_step(preconditioner, forget, penalty, history.n, rhs, tol, self.max_iter,
+        chord = surrogate_step(preconditioner, forget, penalty, history.n, rhs, CHORD_TOL, self.max_iter,
                                self.anderson_depth, progress)
         stats["chord_iterations"] = chord.fixed.iterations
-        if drift is None:
-            offers.append((math.inf, w - chord.x))
-            return -chord.x
         span = logit_span_bound(chord.x, forget.model.n_classes, here.cache.max_row_norm)
         bound = reference_certificate(chord, rhs, m, history.curvature_defect, w, mu, R, span, drift=drift)
         stats["chord_certificate"] = bound.after_step
