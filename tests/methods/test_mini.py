@@ -201,6 +201,23 @@ def test_the_chord_step_runs_only_where_its_certificate_can_stop_the_solve(tmp_p
             assert 1 <= s["chord_iterations"] < 300
 
 
+def test_step0_stops_at_the_precision_of_a_float32_p(tmp_path):
+    """A fixed-point tolerance finer than a float32 P resolves is raised to 16 of its epsilons (the iteration
+    would otherwise stall on P's rounding and run on); a float64 P keeps the tolerance asked."""
+    ds = load_dataset("synthetic:n_samples=3000,n_features=30,n_classes=5,seed=1")
+    U = random_forget_ids(ds.n_train, 0.05, 3)
+    keep = np.setdiff1d(np.arange(ds.n_train), U)
+    w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, 1e-3)
+    asked = 1e-9
+    for spec, expected in (("exact", asked), ("exact:dtype=float32", 16 * float(np.finfo(np.float32).eps))):
+        run = train(ds, 1e-3, tmp_path / spec.replace(":", "-"), profile=spec)
+        result = forget(run, U, "mini", tol=1e-4, fixed_point_tol=asked)
+        s, theta = result.stats, result.theta.numpy()
+        assert s["fixed_point_tol"] == pytest.approx(expected, rel=1e-12)
+        assert s["fixed_point_converged"] and s["iterations"] < 30
+        assert s["converged"] and np.linalg.norm(theta - w_R) <= s["certificate"] + reference_error
+
+
 def test_bad_requests_are_refused(setup, tmp_path):
     run, ds = setup
     with pytest.raises(InputError, match=r"option refine must be an integer in \[0, "):
