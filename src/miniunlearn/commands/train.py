@@ -25,7 +25,8 @@ from miniunlearn.training import SGDSchedule
               help="Curvature kept in the history, NAME[:key=value,...]: exact (dense inverse; dtype=float32, "
                    "packed=1 halve the bytes), kron (k=..., dtype=float16: structured, small), minimal "
                    "(<= 64 vectors). auto: the most accurate that fits --history-budget, else exact when it "
-                   "fits --memory-budget (from 4,096 parameters on, stored in float32, packed). See `miniunlearn methods` and docs/mini-unlearning.md.")
+                   "fits --memory-budget (from 4,096 parameters on, stored in float32, packed). See "
+                   "`miniunlearn methods` and docs/mini-unlearning.md.")
 @click.option("--history-budget", type=str, default=None, help="Bytes the history's curvature may take, e.g. 10MB, "
               "1GiB: picks the most accurate profile that fits.")
 @click.option("--memory-budget", type=str, default="4GiB", show_default=True,

@@ -25,8 +25,8 @@ def resolve_profile(requested: "str | CurvatureProfile", model, history_budget: 
                     memory_budget: int = DEFAULT_MEMORY_BUDGET) -> CurvatureProfile:
     """The profile to build. ``auto``: with ``history_budget``, the most accurate profile whose stored
     bytes fit it; without, ``exact`` (stored as :meth:`ExactProfile.preferred` says) when its build fits
-    ``memory_budget``, else the most accurate profile that fits ``memory_budget``. A named profile (``NAME[:key=value,...]``) must fit the
-    budget when one is given."""
+    ``memory_budget``, else the most accurate profile that fits ``memory_budget``. A named profile
+    (``NAME[:key=value,...]``) must fit the budget when one is given."""
     if requested == "auto":
         if history_budget is None:
             exact = ExactProfile.preferred(model)

@@ -46,7 +46,7 @@ class Rows:
         self._y = None
         self._squares = None
         self._squared: set[int] = set()  # the chunks of _squares already written
-        n = len(y) if self.ids is None else len(self.ids)
+        n = self.n_served = len(y) if self.ids is None else len(self.ids)  # the rows the chunks serve
         in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
         # The copy is made on first access (a Rows used only to count passes never pays it);
         # ``materialize=False`` gathers every chunk afresh instead (for a single sweep).
@@ -65,14 +65,14 @@ class Rows:
         return self._X is not None
 
     def __len__(self) -> int:
-        return len(self.y_source) if self.ids is None else len(self.ids)
+        return self.n_served
 
     @property
     def n_features(self) -> int:
         return int(self.X_source.shape[1])
 
     def chunk_bounds(self) -> list[tuple[int, int]]:
-        n = len(self)
+        n = self.n_served
         return [(s, min(s + self.chunk_rows, n)) for s in range(0, n, self.chunk_rows)]
 
     def local_chunk_bounds(self) -> list[tuple[int, int]]:
@@ -114,7 +114,7 @@ class Rows:
             # whole chunks, each written once: a view handed out earlier never sees a row rewritten
             for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
                 if chunk not in self._squared:
-                    rows = slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self._X.shape[0]))
+                    rows = slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.n_served))
                     squares_in_float32(self._X[rows], self._squares[rows])
                     self._squared.add(chunk)
         return self._squares[start:stop]
@@ -176,13 +176,9 @@ class RowsWithout(Rows):
             # an unsorted id would be missed by the chunk search and its row summed as if kept
             raise ValueError("rows left out must be sorted, unique ids of the set's rows")
         self.left_out = torch.from_numpy(left_out)
-        self._n_all = len(y)
 
     def __len__(self) -> int:
-        return self._n_all - len(self.left_out)
-
-    def chunk_bounds(self) -> list[tuple[int, int]]:
-        return [(s, min(s + self.chunk_rows, self._n_all)) for s in range(0, self._n_all, self.chunk_rows)]
+        return self.n_served - len(self.left_out)
 
     def left_out_in(self, start: int, stop: int) -> torch.Tensor | None:
         first, last = torch.searchsorted(self.left_out, torch.tensor([start, stop])).tolist()

@@ -111,10 +111,11 @@ class ExactProfile(CurvatureProfile):
 
     @classmethod
     def preferred(cls, model) -> "ExactProfile":
-        """The storage ``auto`` picks: from p = FAST_BUILD_MIN_PARAMS on, the build's Gram products are float32
-        (P is then only about as accurate as float32 whichever way it is stored), so P is kept in float32, packed (a quarter of
-        the bytes: on Fashion-MNIST every deletion took the same passes, and reading the history 0.06 s
-        instead of 0.21 s); below, float64 dense, whose defect is measured and may certify without a pass."""
+        """The storage ``auto`` picks: from p = FAST_BUILD_MIN_PARAMS on, the build's Gram products are
+        float32 (P is then only about as accurate as float32 whichever way it is stored), so P is kept in
+        float32, packed (a quarter of the bytes: on Fashion-MNIST every deletion took the same passes, and
+        reading the history 0.06 s instead of 0.21 s); below, float64 dense, whose defect is measured and
+        may certify without a pass."""
         if model.n_params >= FAST_BUILD_MIN_PARAMS:
             return cls(dtype="float32", packed=True)
         return cls()
