@@ -46,7 +46,7 @@ from miniunlearn.training import SGDSchedule
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PROFILES = ("exact;exact:dtype=float32;exact:packed=1;exact:dtype=float32,packed=1;"
-            "kron:k=280;kron:k=190;kron:k=100;kron:k=0;minimal")
+            "classblock;kron:k=280;kron:k=190;kron:k=100;kron:k=0;minimal")
 DELTAGRAD_SGD = {"epochs": 20, "batch_size": 16384, "lr": 0.1, "lr_steps": ((10, 0.05),), "seed": 0}
 
 

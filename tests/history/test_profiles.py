@@ -96,6 +96,61 @@ def test_kron_keeping_every_direction_is_the_exact_inverse(optimum):
     assert np.linalg.norm(M16 - inverse) <= 2e-2 * np.linalg.norm(inverse)
 
 
+def class_block_inverse(X, P, weights_from=None):
+    """Q blockdiag((H_cc + lambda I)^-1) Q + F / lambda, H_cc the diagonal blocks of the dense Hessian
+    (when ``weights_from`` is given: from the rows ``weights_from[c]`` of class c, scaled to the trace of
+    the block of every row)."""
+    n, C = P.shape
+    d1 = X.shape[1]
+    H = dense_hessian(X, P)
+    inverse = np.zeros((C * d1, C * d1))
+    for c in range(C):
+        s = slice(c * d1, (c + 1) * d1)
+        block = H[s, s]
+        if weights_from is not None:  # those rows' Gram, scaled to the trace of every row's
+            rows = weights_from[c]
+            weight = P[:, c] * (1 - P[:, c])
+            part = (X[rows] * weight[rows, None]).T @ X[rows]
+            block = part * (np.trace(block) * n / np.trace(part)) / n
+        inverse[s, s] = np.linalg.inv(block + L2 * np.eye(d1))
+    F = np.kron(np.ones((C, C)) / C, np.eye(d1))  # the class mean, broadcast to every class
+    Q = np.eye(C * d1) - F
+    return Q @ inverse @ Q + F / L2
+
+
+def test_classblock_is_each_class_blocks_inverse_and_exact_on_the_shift_no_softmax_sees(optimum, tmp_path):
+    ds, model, objective, theta, X, P = optimum
+    p, (n, C), d1 = model.n_params, P.shape, X.shape[1]
+    expected = class_block_inverse(X, P)
+    history = build_mini_history(objective, theta, "classblock:dtype=float64,rows=none", "fp")
+    assert history.profile_bytes == make_profile("classblock:dtype=float64").stored_bytes(model)
+    history.save(tmp_path / "h.safetensors")
+    M = as_matrix(MiniHistory.load(tmp_path / "h.safetensors").preconditioner(objective.penalty), p)
+    # float32 products in the build
+    assert np.linalg.norm(M - expected) <= 1e-5 * np.linalg.norm(expected)
+    # one vector added to every class: the true Hessian is lambda I there, and P inverts it exactly
+    u = np.random.default_rng(1).normal(size=d1)
+    shift = np.tile(u, C)
+    H = dense_hessian(X, P) + L2 * np.eye(p)
+    assert np.allclose(H @ shift, L2 * shift)
+    assert np.allclose(M @ (H @ shift), shift)
+    # the heaviest rows of each class build its block
+    heaviest = [np.argsort(-(P[:, c] * (1 - P[:, c])), kind="stable")[:100] for c in range(C)]
+    partial = build_mini_history(objective, theta, "classblock:dtype=float64,rows=100", "fp")
+    M100 = as_matrix(partial.preconditioner(objective.penalty), p)
+    expected100 = class_block_inverse(X, P, heaviest)
+    assert np.linalg.norm(M100 - expected100) <= 1e-5 * np.linalg.norm(expected100)
+    assert np.linalg.norm(M100 - expected) > 1e-3 * np.linalg.norm(expected)
+    # float32 and float16 storage (the default is float32): within their rounding
+    for dtype, rtol in (("float32", 1e-5), ("float16", 2e-3)):
+        stored = build_mini_history(objective, theta, f"classblock:dtype={dtype},rows=none", "fp")
+        assert stored.profile_bytes == make_profile(f"classblock:dtype={dtype}").stored_bytes(model)
+        stored.save(tmp_path / f"{dtype}.safetensors")
+        loaded = MiniHistory.load(tmp_path / f"{dtype}.safetensors")
+        M_stored = as_matrix(loaded.preconditioner(objective.penalty), p)
+        assert np.linalg.norm(M_stored - expected) <= rtol * np.linalg.norm(expected), dtype
+
+
 def test_the_budget_picks_the_most_accurate_profile_that_fits():
     model = LogisticRegression(784, 10)
     p = model.n_params
@@ -123,7 +178,13 @@ def test_the_budget_picks_the_most_accurate_profile_that_fits():
     assert tiny.name == "minimal" and tiny.options["rank"] == 5
     with pytest.raises(InputError, match="no history profile fits"):
         choose_by_budget(model, 1000, big)
-    assert available_profiles()[:3] == ["exact", "kron", "minimal"]
+    assert available_profiles()[:4] == ["exact", "classblock", "kron", "minimal"]
+    # many classes: kron's exact top block would span 28 of 1,001 feature directions; the class blocks fit
+    many = LogisticRegression(1000, 100)
+    blocks = choose_by_budget(many, 1 << 30, big)
+    assert blocks.spec() == "classblock:dtype=float32,rows=16384" and blocks.stored_bytes(many) <= 1 << 30
+    assert choose_by_budget(many, 150_000_000, big).options["dtype"] == "float16"
+    assert choose_by_budget(many, 90_000_000, big).name == "kron"
 
 
 def test_resolve_profile_refuses_bad_specs_and_budgets():
@@ -135,4 +196,4 @@ def test_resolve_profile_refuses_bad_specs_and_budgets():
     with pytest.raises(InputError, match="more than the history budget"):
         resolve_profile("exact", model, history_budget=1000)
     assert resolve_profile("auto", model).name == "exact"
-    assert resolve_profile("auto", LogisticRegression(1000, 100)).name == "kron"  # 80 GB dense: not built
+    assert resolve_profile("auto", LogisticRegression(1000, 100)).name == "classblock"  # 80 GB dense: not built

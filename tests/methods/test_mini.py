@@ -182,6 +182,29 @@ def test_every_profile_is_certified_against_the_true_retrained_optimum(tmp_path,
     assert distance <= 1e-5 * np.linalg.norm(result.theta.numpy() - w_T) + reference_error
 
 
+def test_with_many_classes_the_class_blocks_start_nearer_than_kron_and_certify(tmp_path):
+    """15 classes: kron's top block spans 2 of 21 feature directions, the class blocks every one of them
+    (and the shift no softmax sees). Step 0 -- the influence step -P b / m -- lands nearer w_R, and every
+    request is certified against the true retrained optimum, also with blocks from a class's heaviest rows
+    only."""
+    ds = load_dataset("synthetic:n_samples=3000,n_features=20,n_classes=15,seed=2")
+    U = random_forget_ids(ds.n_train, 0.1, 5)
+    keep = np.setdiff1d(np.arange(ds.n_train), U)
+    w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, L2)
+    start = {}
+    for spec in ("classblock", "classblock:rows=300", "kron:k=2"):
+        run = train(ds, L2, tmp_path / spec.replace(":", "-"), profile=spec)
+        w_T = run.theta().numpy()
+        step0 = forget(run, U, "mini", refine=0).theta.numpy()
+        start[spec] = np.linalg.norm(step0 - w_R) / np.linalg.norm(w_T - w_R)
+        result = forget(run, U, "mini", tol=1e-5)
+        distance = np.linalg.norm(result.theta.numpy() - w_R)
+        assert result.stats["converged"] and distance <= result.stats["certificate"] + reference_error, spec
+        assert distance <= 1e-5 * np.linalg.norm(result.theta.numpy() - w_T) + reference_error, spec
+    assert start["classblock"] < start["kron:k=2"] < 1
+    assert start["classblock"] < start["classblock:rows=300"] < 1
+
+
 def test_the_chord_step_runs_only_where_its_certificate_can_stop_the_solve(tmp_path):
     """A float64 P with its measured defect certifies the chord step by itself; a float32 P cannot (its
     products are rounded in float32), and there the chord would only be CG's first guess, which cost more

@@ -23,7 +23,8 @@ from miniunlearn.training import SGDSchedule
 @click.option("--max-iter", type=int, default=100, show_default=True, help="Converged mode: Newton iterations at most.")
 @click.option("--history", "--profile", "profile", default="auto", show_default=True, metavar="PROFILE",
               help="Curvature kept in the history, NAME[:key=value,...]: exact (dense inverse; dtype=float32, "
-                   "packed=1 halve the bytes), kron (k=..., dtype=float16: structured, small), minimal "
+                   "packed=1 halve the bytes), classblock (one exact block per class: many classes), kron (k=..., "
+                   "dtype=float16: structured, small), minimal "
                    "(<= 64 vectors). auto: the most accurate that fits --history-budget, else exact when it "
                    "fits --memory-budget (from 4,096 parameters on, stored in float32, packed). See "
                    "`miniunlearn methods` and docs/mini-unlearning.md.")
