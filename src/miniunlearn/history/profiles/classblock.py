@@ -15,15 +15,18 @@ where the softmax has none, and CG then spends its iterations there.
 Against ``kron``: ``kron`` keeps the class coupling but approximates the feature directions; this
 profile keeps every feature direction of a class exactly. With many classes, where each class's
 rows have their own covariance, it is the better preconditioner (docs/mini-unlearning.md, the
-history frontier); the budget's choice follows that (:meth:`ClassBlockProfile.fit_budget`). Bytes: ``s C (d+1)(d+2)/2`` for itemsize s.
+history frontier); the budget's choice follows that (:meth:`ClassBlockProfile.fit_budget`).
+Bytes: ``s C (d+1)(d+2)/2`` for itemsize s. Like ``kron``, lambda is added to every coordinate,
+the biases too when they are not penalised: P is a preconditioner there, never trusted.
 
-Build: one pass for the weights p_ic (1 - p_ic) of every row and class, then one pass that adds each
-row to the blocks of the classes for which it is among the ``rows`` heaviest (all rows when
-``rows`` is None): ``C rows (d+1)^2`` multiply-adds in float32, float64 sums. A block summed from
-its heaviest rows is then scaled to the trace of the block of all rows, so that it does not
-understate the curvature it stands for (an understated block overshoots the influence step). The
-weights fall off fast away from a class, so a class's heaviest rows carry most of its block (a
-uniform sample of the same size does not: it keeps too few of them).
+Build: one pass finds each class's weight threshold, the ``rows``-th largest p_ic (1 - p_ic) (a
+running top list, so memory does not grow with n), and a second adds each row to the blocks of
+the classes whose threshold it reaches (every row when ``rows`` is None): ``C rows (d+1)^2``
+multiply-adds in float32, float64 sums. A block summed from its heaviest rows is then scaled to
+the trace of the block of all rows, so that it does not understate the curvature it stands for
+(an understated block overshoots the influence step). The weights fall off fast away from a
+class, so a class's heaviest rows carry most of its block (a uniform sample of the same size does
+not: it keeps too few of them).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from miniunlearn.history.profiles.kron import KronProfile
 
 F64, F32 = torch.float64, torch.float32
 KRON_COVERAGE = 0.25  # the budget prefers kron where its exact top block spans this share of the directions
+MIN_CLASSES = 15  # ... and below this many classes (measured: 3 and 10 classes worse than kron, 15 and 100 better)
 
 
 def pack_blocks(blocks: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,15 +91,19 @@ class ClassBlockProfile(CurvatureProfile):
 
     def build_bytes(self, model) -> int:
         C, d1 = model.n_classes, model.n_features + 1
-        return 8 * C * d1 * d1 + 8 * 3 * d1 * d1  # the C sums in float64, one block's inversion
+        # the C sums in float64, as much again while they are packed, one block's inversion; per chunk of rows
+        # only its weights (the heaviest rows are found chunk by chunk, so nothing grows with n)
+        return 16 * C * d1 * d1 + 24 * d1 * d1 + 8 * (self.rows or 0) * C
 
     @classmethod
     def fit_budget(cls, model, budget, memory_budget):
         # Few classes: kron's exact top block then spans a good part of the feature directions and keeps the
         # class coupling these blocks drop, and it needs fewer passes (Fashion-MNIST, C = 10: kron's top block
         # spans 280 of 785 directions, 7-10 passes against 14-16 here). With many classes it spans a sliver
-        # (C = 100, d = 1,000: 28 of 1,001) and these blocks win (7-9 passes against 21-26).
-        if KronProfile().top_k(model) >= KRON_COVERAGE * (model.n_features + 1):
+        # (C = 100, d = 1,000: 28 of 1,001) and these blocks win (7-9 passes against 21-26). Dropping the
+        # coupling also understates the curvature by up to a factor C / (C - 1) (2 for two classes), so
+        # few classes never get these blocks, however many features.
+        if model.n_classes < MIN_CLASSES or KronProfile().top_k(model) >= KRON_COVERAGE * (model.n_features + 1):
             return None
         for dtype in ("float32", "float16"):
             profile = cls(dtype=dtype)
@@ -106,30 +114,40 @@ class ClassBlockProfile(CurvatureProfile):
     def build(self, objective, theta):
         model, rows = objective.model, objective.rows
         C, d1, n = model.n_classes, model.n_features + 1, len(rows)
-        weights, norms = [], []
-        for X, _ in rows.iter_chunks():
-            P = model.probabilities(theta, X)
-            weights.append((P * (1.0 - P)).to(F32))
-            norms.append(X.to(F64).square().sum(dim=1) + 1.0)
+        keep_all = self.rows is None or self.rows >= n
+
+        def chunks():
+            for X, _ in rows.iter_chunks():
+                P = model.probabilities(theta, X)
+                yield X, (P * (1.0 - P)).to(F32), X.to(F64).square().sum(dim=1) + 1.0
+
+        # pass 1: each class's weight threshold (its rows-th largest, from a running top list) and the trace
+        # of the block of all rows, sum_i w_ic ||x~_i||^2
+        whole = torch.zeros(C, dtype=F64)
+        top = torch.empty(0, C, dtype=F32)
+        for _, weights, norms in chunks():
+            whole += weights.to(F64).T @ norms
+            if not keep_all:
+                top = torch.cat([top, weights]).topk(min(self.rows, len(top) + len(weights)), dim=0).values
         rows.rows_read += n
-        weights, norms = torch.cat(weights), torch.cat(norms)
-        chosen = self._heaviest(weights)
+        threshold = None if keep_all else top[-1]
+        # pass 2: each class's block from the rows at or above its threshold, and their share of the trace
         sums = torch.zeros(C, d1, d1, dtype=F64)
-        start = 0
-        for X, _ in rows.iter_chunks():
-            stop = start + len(X)
+        kept = torch.zeros(C, dtype=F64)
+        used = torch.zeros(C, dtype=torch.long)
+        for X, weights, norms in chunks():
             Xa = torch.cat([X.to(F32), torch.ones(len(X), 1, dtype=F32)], dim=1)
+            chosen = torch.ones_like(weights, dtype=torch.bool) if keep_all else weights >= threshold
+            kept += (weights * chosen).to(F64).T @ norms
+            used += chosen.sum(dim=0)
             for c in range(C):
-                take = chosen[start:stop, c] if chosen is not None else slice(None)
-                Z = Xa[take] * weights[start:stop, c, None][take].sqrt()
+                take = chosen[:, c]
+                Z = Xa[take] * weights[take, c, None].sqrt()
                 if len(Z):
                     sums[c] += (Z.T @ Z).to(F64)
-            start = stop
         rows.rows_read += n
         # a block summed from some rows understates its curvature (and overshoots the influence step):
-        # scale it to the trace of the block of all rows, sum_i w_ic ||x~_i||^2
-        whole = weights.to(F64).T @ norms
-        kept = whole if chosen is None else (weights.to(F64) * chosen).T @ norms
+        # scale it to the trace of the block of all rows
         scale = (whole / kept.clamp_min(torch.finfo(F64).tiny)).where(kept > 0, torch.ones_like(whole))
         identity = objective.penalty.l2 * torch.eye(d1, dtype=F64)
         for c in range(C):
@@ -137,18 +155,8 @@ class ClassBlockProfile(CurvatureProfile):
             inverse = torch.cholesky_inverse(torch.linalg.cholesky(block))
             sums[c] = 0.5 * (inverse + inverse.T)
         packed, scales = pack_blocks(sums, torch_dtype(self.dtype))
-        used = n if chosen is None else int(chosen.sum(0).max())
-        self.info = {"rows_per_class": used}
+        self.info = {"rows_per_class": int(used.max())}
         return {"blocks": packed, "scales": scales}
-
-    def _heaviest(self, weights: torch.Tensor) -> torch.Tensor | None:
-        """(n, C) bool: row i serves class c's block (None: every row serves every block)."""
-        n = weights.shape[0]
-        if self.rows is None or self.rows >= n:
-            return None
-        chosen = torch.zeros_like(weights, dtype=torch.bool)
-        chosen.scatter_(0, weights.topk(self.rows, dim=0).indices, True)
-        return chosen
 
     def preconditioner(self, tensors, penalty):
         # One packed symmetric product (BLAS spmv) per class, straight from the stored triangles: unpacking
