@@ -31,18 +31,18 @@ not: it keeps too few of them).
 
 from __future__ import annotations
 
-import math
 from numbers import Integral
 
-import numpy as np
 import torch
-from scipy.linalg import blas
 
 from miniunlearn.core.params import Interval, Param
 from miniunlearn.history.profiles.interface import (
     DTYPE_OPTION,
     CurvatureProfile,
     itemsize,
+    pack_symmetric,
+    packed_matvec,
+    packed_side,
     packed_size,
     register,
     torch_dtype,
@@ -55,22 +55,9 @@ MIN_CLASSES = 15  # ... and below this many classes (measured: 3 and 10 classes 
 
 
 def pack_blocks(blocks: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric (C, m, m) blocks as (C, m(m+1)/2) lower triangles, row by row, each scaled to max |.| = 1."""
-    m = blocks.shape[1]
-    rows, cols = torch.tril_indices(m, m)
+    """Symmetric (C, m, m) blocks packed one by one (:func:`pack_symmetric`), each scaled to max |.| = 1."""
     scales = blocks.abs().amax(dim=(1, 2)).clamp_min(torch.finfo(F64).tiny)
-    return (blocks[:, rows, cols] / scales[:, None]).to(dtype), scales
-
-
-def unpack_blocks(packed: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """The (C, m, m) float64 blocks that :func:`pack_blocks` stored (for tests and inspection)."""
-    m = (math.isqrt(8 * packed.shape[1] + 1) - 1) // 2
-    rows, cols = torch.tril_indices(m, m)
-    values = packed.to(F64) * scales.to(F64)[:, None]
-    out = torch.empty(packed.shape[0], m, m, dtype=F64)
-    out[:, rows, cols] = values
-    out[:, cols, rows] = values
-    return out
+    return torch.stack([pack_symmetric(block / scale, dtype) for block, scale in zip(blocks, scales)]), scales
 
 
 @register
@@ -161,20 +148,17 @@ class ClassBlockProfile(CurvatureProfile):
     def preconditioner(self, tensors, penalty):
         # One packed symmetric product (BLAS spmv) per class, straight from the stored triangles: unpacking
         # them first cost more than a whole solve's products (0.7 s for C = 100, d = 1,000).
-        packed, scales = tensors["blocks"], tensors["scales"].tolist()
+        packed = tensors["blocks"]
         if packed.dtype == torch.float16:
             packed = packed.to(F32)
-        ap = packed.numpy()
-        spmv = blas.dspmv if ap.dtype == np.float64 else blas.sspmv
-        C = ap.shape[0]
-        d1 = (math.isqrt(8 * ap.shape[1] + 1) - 1) // 2
-        l2 = penalty.l2
+        products = [packed_matvec(block, scale) for block, scale in zip(packed, tensors["scales"].tolist())]
+        C, d1, l2 = len(products), packed_side(packed.shape[1]), penalty.l2
 
         def apply(v: torch.Tensor) -> torch.Tensor:
             V = v.view(C, d1)
             shared = V.mean(dim=0, keepdim=True)
-            rest = (V - shared).numpy().astype(ap.dtype)
-            out = torch.from_numpy(np.stack([spmv(d1, scales[c], ap[c], rest[c]) for c in range(C)]).astype(np.float64))
+            rest = V - shared
+            out = torch.stack([product(rest[c]) for c, product in enumerate(products)])
             return (out - out.mean(dim=0, keepdim=True) + shared / l2).reshape(-1)
 
         return apply

@@ -130,6 +130,11 @@ def packed_size(n: int) -> int:
     return n * (n + 1) // 2
 
 
+def packed_side(length: int) -> int:
+    """The n of an n x n symmetric matrix packed into ``length`` numbers (the inverse of :func:`packed_size`)."""
+    return (math.isqrt(8 * length + 1) - 1) // 2
+
+
 def pack_symmetric(M: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The upper triangle of a symmetric ``M`` column by column (= its lower triangle row by row)."""
     n = M.shape[0]
@@ -142,7 +147,7 @@ def pack_symmetric(M: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def unpack_symmetric(packed: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    n = (math.isqrt(8 * packed.numel() + 1) - 1) // 2
+    n = packed_side(packed.numel())
     out = torch.empty(n, n, dtype=dtype)
     start = 0
     for i in range(n):
@@ -153,16 +158,16 @@ def unpack_symmetric(packed: torch.Tensor, dtype: torch.dtype = torch.float64) -
     return out
 
 
-def packed_matvec(packed: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``v -> M v`` for M stored by :func:`pack_symmetric` in float64 or float32 (BLAS spmv, no unpacking)."""
+def packed_matvec(packed: torch.Tensor, scale: float = 1.0) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``v -> scale M v`` for M stored by :func:`pack_symmetric` in float64 or float32 (BLAS spmv, no unpacking)."""
     from scipy.linalg import blas
 
     ap = packed.numpy()
-    n = (math.isqrt(8 * ap.size + 1) - 1) // 2
+    n = packed_side(ap.size)
     spmv = blas.dspmv if ap.dtype == np.float64 else blas.sspmv
 
     def apply(v: torch.Tensor) -> torch.Tensor:
-        out = spmv(n, 1.0, ap, v.numpy().astype(ap.dtype, copy=False))
+        out = spmv(n, scale, ap, v.numpy().astype(ap.dtype, copy=False))
         return torch.from_numpy(np.asarray(out, dtype=np.float64))
 
     return apply

@@ -30,6 +30,7 @@ from miniunlearn.history.profiles.interface import (
     CurvatureProfile,
     itemsize,
     pack_symmetric,
+    packed_side,
     packed_size,
     register,
     torch_dtype,
@@ -155,7 +156,7 @@ class KronProfile(CurvatureProfile):
         top_scale, tail_scale = (float(s) for s in tensors["scales"])
         top = unpack_symmetric(tensors["top"]) * top_scale
         packed_tail = tensors["tail"].to(F64) * tail_scale
-        C = (math.isqrt(8 * packed_tail.shape[1] + 1) - 1) // 2
+        C = packed_side(packed_tail.shape[1])
         k = top.shape[0] // C
         tail = torch.empty(d1 - k, C, C, dtype=F64)
         iu = _triu(C)
