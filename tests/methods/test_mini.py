@@ -39,13 +39,13 @@ def test_step0_is_the_exact_newton_step_on_the_retained_objective(setup):
     assert 0 < s["contraction_estimate"] < 1 and s["fixed_point_converged"] and s["certificate"] is None
 
 
-def _certified_forget(setup, U, tol) -> dict:
+def _certified_forget(setup, U, tol, **options) -> dict:
     """Forget U with mini at ``tol``; check the tolerance is met and the certificate bounds the
     distance to an independently computed retrained optimum. Returns the result's stats."""
     run, ds = setup
     keep = np.setdiff1d(np.arange(ds.n_train), U)
     w_R, reference_error = reference_optimum(ds.X_train[keep], ds.y_train[keep], ds.n_classes, L2)
-    result = forget(run, U, "mini", tol=tol)
+    result = forget(run, U, "mini", tol=tol, **options)
     s = result.stats
     distance = np.linalg.norm(result.theta.numpy() - w_R)
     moved = np.linalg.norm(result.theta.numpy() - run.theta().numpy())
@@ -67,6 +67,20 @@ def test_tol_refines_until_the_certificate_proves_the_distance(setup, ratio, tol
 def test_a_whole_class_forgotten_is_certified_with_its_block_following_the_iterate(setup, tol):
     s = _certified_forget(setup, np.flatnonzero(setup[1].y_train == 1), tol)  # every row of class 1
     assert "classes without retained rows [1]" in s["preconditioner"]
+
+
+@pytest.mark.parametrize("ratio, copied", [(0.05, False), (0.3, True), ("class", True)])
+def test_float32_products_are_certified_and_auto_takes_them_where_r_is_copied(setup, ratio, copied):
+    """Three classes: ``auto`` takes float32 products only for requests that copy R; in either precision every
+    certificate holds against the independently retrained optimum."""
+    ds = setup[1]
+    U = np.flatnonzero(ds.y_train == 2) if ratio == "class" else random_forget_ids(ds.n_train, ratio, 2)
+    chosen = _certified_forget(setup, U, 1e-7)
+    assert chosen["cg_products"] == ("float32, checked in float64" if copied else "float64")
+    float32 = _certified_forget(setup, U, 1e-7, products="float32")
+    float64 = _certified_forget(setup, U, 1e-7, products="float64")
+    assert float32["cg_products"].startswith("float32") and float64["cg_products"] == "float64"
+    assert float32["passes_by_kind"]["certificate"] >= 1 and float64["passes_by_kind"]["certificate"] == 0
 
 
 def test_a_small_emptied_class_starts_at_w_t_and_a_fixed_budget_still_takes_step_0(tmp_path):
@@ -249,6 +263,8 @@ def test_bad_requests_are_refused(setup, tmp_path):
         forget(run, [1, 2], "mini", refine=-1)
     with pytest.raises(InputError, match="has no option"):
         forget(run, [1, 2], "mini", colour="red")
+    with pytest.raises(InputError, match="products"):
+        forget(run, [1, 2], "mini", products="float16")
     with pytest.raises(InputError, match="give tol .* or refine .*, not both"):
         forget(run, [1, 2], "mini", refine=2, tol=1e-3)
     traj = train(ds, L2, tmp_path / "traj", mode="trajectory",

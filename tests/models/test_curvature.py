@@ -5,7 +5,7 @@ import torch
 from miniunlearn.models import CachedCurvature, LogisticRegression, Rows
 from miniunlearn.models.rows import RowsWithout
 from miniunlearn.models.curvature import LogitSpan
-from tests.helpers import softmax_objective
+from tests.helpers import softmax_hessian, softmax_objective
 
 
 @pytest.mark.parametrize("workers", [1, 3])
@@ -96,3 +96,28 @@ def test_rows_left_out_are_left_out_of_every_sum(rng, tmp_path, in_memory, worke
         expected_value, expected_grad = f(theta.numpy() + t * v.numpy())
         assert value == pytest.approx(len(keep) * expected_value, rel=1e-12)
         assert first == pytest.approx(len(keep) * expected_grad @ v.numpy(), rel=1e-10, abs=1e-10)
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_a_float32_product_is_the_float64_one_to_float32_rounding(rng, in_place):
+    """``single=True`` against numpy's float64 Hessian of the kept rows (written in the test helpers): as
+    close as float32 allows, but not bitwise the float64 product (it did run in float32)."""
+    n, d, C = 300, 9, 5
+    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
+    left = np.sort(rng.choice(n, size=40, replace=False))
+    keep = np.setdiff1d(np.arange(n), left)
+    model = LogisticRegression(d, C)
+    theta, v = rng.normal(size=model.n_params) * 0.3, rng.normal(size=model.n_params)
+    rows = RowsWithout(X, y, left, chunk_rows=64) if in_place else Rows(X, y, keep, chunk_rows=64)
+    cache = CachedCurvature(model, rows, torch.from_numpy(theta))
+    expected = len(keep) * softmax_hessian(X[keep], C, 0.0, theta) @ v
+    got, logits = cache.hvp_sum_with_logits(torch.from_numpy(v), single=True)
+    assert got.dtype == torch.float64 and rows.rows_read == 2 * len(keep)  # the softmax pass, then this one
+    error = np.linalg.norm(got.numpy() - expected) / np.linalg.norm(expected)
+    assert 1e-12 < error < 1e-5
+    Z = np.hstack([X, np.ones((n, 1))]) @ v.reshape(C, d + 1).T
+    if in_place:
+        Z[left] = 0.0  # rows left out change no logit
+    else:
+        Z = Z[keep]
+    np.testing.assert_allclose(torch.cat(logits).numpy(), Z, rtol=1e-5, atol=1e-5 * np.abs(Z).max())

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from miniunlearn.data import load_dataset
-from miniunlearn.models import LogisticRegression, Objective, Penalty, Rows
+from miniunlearn.models import CachedCurvature, LogisticRegression, Objective, Penalty, Rows
 from miniunlearn.solvers.certificate import newton_certificate, phi, self_concordance_constant, smallest_root
 from miniunlearn.solvers.certified_newton import certified_newton_cg
 from tests.helpers import reference_optimum, softmax_hessian
@@ -44,10 +44,11 @@ def _instance(rng, pool):
     return X, y.astype(np.int64), len(labels), l2, keep
 
 
-@pytest.mark.slow  # 1,000 instances, each solved three times (scipy twice, the certified solver once)
+@pytest.mark.slow  # 1,000 instances, each solved four times (scipy twice, the certified solver in both precisions)
 def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
+    """Also with CG's products in float32 (``single``): every point it certifies was checked in float64."""
     rng = np.random.default_rng(2026)
-    checked, violations, ratios, worst = 0, 0, [], 0.0
+    checked, violations, worst = 0, dict.fromkeys((False, True), 0), dict.fromkeys((False, True), 0.0)
     while checked < N_INSTANCES:
         instance = _instance(rng, pool)
         if instance is None:
@@ -56,21 +57,21 @@ def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
         w_T, error_T = reference_optimum(X, y, C, l2)
         w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
         model = LogisticRegression(X.shape[1], C)
-        objective = Objective(model, Rows(X[keep], y[keep]), l2)
         P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))  # the history's curvature at w_T
         R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
-        result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
-                                     R=R, tol=1e-3, max_passes=5000)
-        true = float(np.linalg.norm(result.w.numpy() - w_R))
-        # converged, unless tol * ||w - w_T|| lies below what float64 can certify (a tiny deletion, tiny l2)
-        assert result.converged or result.stop.startswith("the tolerance is below"), (l2, len(keep), result.stop)
-        if true > result.certificate + error_R:
-            violations += 1
-        worst = max(worst, (true - error_R) / result.certificate)
-        ratios.append(result.certificate / max(true, 1e-300))
+        for single in (False, True):
+            objective = Objective(model, Rows(X[keep], y[keep]), l2)
+            result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
+                                         R=R, tol=1e-3, max_passes=5000, single=single)
+            true = float(np.linalg.norm(result.w.numpy() - w_R))
+            # converged, unless tol * ||w - w_T|| lies below what float64 can certify (a tiny deletion, tiny l2)
+            assert result.converged or result.stop.startswith("the tolerance is below"), (l2, len(keep), result.stop)
+            if true > result.certificate + error_R:
+                violations[single] += 1
+            worst[single] = max(worst[single], (true - error_R) / result.certificate)
         checked += 1
-    assert violations == 0, f"{violations} of {checked} certificates below the true distance (worst ratio {worst})"
-    assert worst <= 1.0
+    assert violations == {False: 0, True: 0}, f"certificates below the true distance of {checked} (worst {worst})"
+    assert max(worst.values()) <= 1.0
 
 
 def test_with_a_free_intercept_the_local_curvature_certifies_the_zero_mean_bias_optimum(pool):
@@ -142,6 +143,57 @@ def test_certificate_of_an_exact_newton_step_is_nearly_the_step_itself(rng):
     true = np.linalg.norm(w - w_star)
     assert true <= bound.at_point <= 1.05 * true
     assert np.linalg.norm(w + D - w_star) <= bound.after_step < 0.05 * true
+
+
+def _preconditioned_problem(pool):
+    """400 synthetic rows at l2 1e-3 from w = 0, preconditioned by the exact inverse Hessian at 0; returns the
+    rows, the model, R, the start and the preconditioner."""
+    ds = pool["synthetic"]
+    X, y = ds.X_train[:400], ds.y_train[:400].astype(np.int64)
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    R = self_concordance_constant(float(np.linalg.norm(X, axis=1).max()))
+    w0 = torch.zeros(model.n_params, dtype=torch.float64)
+    P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, ds.n_classes, 1e-3, w0.numpy())))
+    return X, y, model, R, w0, lambda v: P @ v
+
+
+def test_with_float32_products_every_certified_point_was_checked_in_float64(pool):
+    """The same solve with CG's products in float32: certified against the independently computed optimum,
+    one certificate pass per float64 check (the products stay counted as products), and no farther from
+    the float64 solve's point than the two certificates allow."""
+    X, y, model, R, w0, precondition = _preconditioned_problem(pool)
+    results = {}
+    for single in (False, True):
+        objective = Objective(model, Rows(X, y), 1e-3)
+        results[single] = result = certified_newton_cg(objective, precondition, w0, w0, R=R, tol=1e-6,
+                                                       max_passes=500, single=single)
+        assert result.converged and sum(result.passes.values()) == pytest.approx(objective.passes)
+        assert result.passes["hvp"] == result.cg_iterations
+    w_R, error = reference_optimum(X, y, model.n_classes, 1e-3)
+    single = results[True]
+    assert single.passes["certificate"] >= 1 and results[False].passes["certificate"] == 0
+    assert np.linalg.norm(single.w.numpy() - w_R) <= single.certificate + error
+    apart = float((single.w - results[False].w).norm())
+    assert apart <= single.certificate + results[False].certificate
+
+
+def test_float32_products_that_lie_never_certify_a_point(pool, monkeypatch):
+    """Every float32 product scaled by 0.7: CG then solves a wrong system, its estimated residual vanishes at a
+    step 1/0.7 times too long, and only the float64 check stands between that estimate and a certificate.
+    The solve must still end certified within the true distance (the checks fall short, then float64)."""
+    original = CachedCurvature.hvp_sum_with_logits
+
+    def lying(self, v, single=False):
+        total, logits = original(self, v, single)
+        return (0.7 * total, logits) if single else (total, logits)
+
+    monkeypatch.setattr(CachedCurvature, "hvp_sum_with_logits", lying)
+    X, y, model, R, w0, precondition = _preconditioned_problem(pool)
+    result = certified_newton_cg(Objective(model, Rows(X, y), 1e-3), precondition, w0, w0, R=R, tol=1e-6,
+                                 max_passes=500, single=True)
+    w_R, error = reference_optimum(X, y, model.n_classes, 1e-3)
+    assert result.converged and result.passes["certificate"] >= 2  # the checks that fell short
+    assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
 
 
 def test_passes_are_counted_by_kind_and_add_up(pool):

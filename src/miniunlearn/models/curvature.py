@@ -113,9 +113,13 @@ class CachedCurvature:
         self.loss_sum = float(distributed.all_reduce_sum(loss_sum)) if loss else None
         self.max_row_norm = distributed.all_reduce_max(max_row_norm_sq) ** 0.5 if row_norm else None
         self.span = distributed.all_reduce_max(span) if span_of is not None else None
+        self._probs_float32: list[torch.Tensor] | None = None
 
     def _features(self, j: int) -> torch.Tensor:
         return self.kept[j] if self.kept is not None else self.rows.chunk(*self.bounds[j])[0]
+
+    def _single_features(self, j: int) -> torch.Tensor:
+        return self.kept[j].to(torch.float32) if self.kept is not None else self.rows.single(*self.bounds[j])
 
     def hvp_sum(self, v: torch.Tensor) -> torch.Tensor:
         """``sum_i Hess l_i(theta) v`` for v of shape (p,) or (p, k): one pass over the rows."""
@@ -138,23 +142,35 @@ class CachedCurvature:
         self.rows.rows_read += len(self.rows)
         return distributed.all_reduce_sum(total)
 
-    def hvp_sum_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def hvp_sum_with_logits(self, v: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """:meth:`hvp_sum` for one vector v, and v's directional logits ``Theta_v x~_i`` per chunk
         ((rows, C) each; zero on rows left out): a solver that builds a step ``D = sum_j alpha_j v_j`` learns
-        the exact per-row logit changes of D at no extra pass (:class:`LogitSpan`)."""
+        the exact per-row logit changes of D at no extra pass (:class:`LogitSpan`).
+
+        ``single``: the product in float32 (features, probabilities and v rounded to it; both results returned
+        in v's dtype). About half a float64 pass where the two GEMMs dominate (many classes), but off by float32
+        rounding: for a search whose result a float64 product checks before anything is certified."""
+        probs = self._single_probs() if single else self.probs
+        x = v.to(torch.float32) if single else v
 
         def part(j: int) -> tuple[torch.Tensor, torch.Tensor]:
-            X = self._features(j)
-            u = self.model.directional_logits(X, v[:, None])
+            X = self._single_features(j) if single else self._features(j)
+            u = self.model.directional_logits(X, x[:, None])
             report_rows(self.bounds[j][1] - self.bounds[j][0])
             if self.left_out[j] is not None:
                 u[self.left_out[j]] = 0.0
-            return self.model.hvp_from_logits(X, self.probs[j], u)[:, 0], u[:, 0, :]
+            return self.model.hvp_from_logits(X, probs[j], u)[:, 0].to(v.dtype), u[:, 0, :].to(v.dtype)
 
         parts = parallel_map(part, range(len(self.bounds)), self.rows.workers)
         self.rows.rows_read += len(self.rows)
         total = distributed.all_reduce_sum(sum_in_order([hv for hv, _ in parts]))
         return total, [u for _, u in parts]
+
+    def _single_probs(self) -> list[torch.Tensor]:
+        """The cached probabilities rounded to float32, per chunk (made once: rows x C floats)."""
+        if self._probs_float32 is None:
+            self._probs_float32 = [p.to(torch.float32) for p in self.probs]
+        return self._probs_float32
 
 
 class LogitSpan:
@@ -175,6 +191,10 @@ class LogitSpan:
     def accumulate(self, logits: list[torch.Tensor], alpha: float) -> None:
         for z, u in zip(self.chunks, logits):
             z.add_(u, alpha=float(alpha))
+
+    def replace(self, logits: list[torch.Tensor]) -> None:
+        """Start again from D's logit changes measured afresh (per chunk, e.g. by a float64 product of D)."""
+        self.chunks = [u.clone() for u in logits]
 
     def span(self) -> float:
         local = max((float((z.amax(dim=1) - z.amin(dim=1)).max()) for z in self.chunks if z.numel()), default=0.0)

@@ -101,7 +101,8 @@ class Curvature:
         smallest = float(torch.linalg.eigvalsh(0.5 * (H + H.T))[0])
         return smallest - 64 * p * 2.0 ** -52 * float(torch.linalg.matrix_norm(H))
 
-    def hvp_with_logits(self, v: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """:meth:`hvp` and v's directional logits per chunk (see ``CachedCurvature.hvp_sum_with_logits``)."""
-        total, logits = self.cache.hvp_sum_with_logits(v)
+    def hvp_with_logits(self, v: torch.Tensor, single: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """:meth:`hvp` and v's directional logits per chunk (see ``CachedCurvature.hvp_sum_with_logits``;
+        ``single``: the product in float32)."""
+        total, logits = self.cache.hvp_sum_with_logits(v, single)
         return total / self.n + self.penalty.grad(v), logits

@@ -20,6 +20,32 @@ MATERIALIZE_BYTES = 2 << 30
 # Squared features (float32, for Hessian diagonals) are kept only up to this size; a larger set squares
 # each chunk into a reused buffer at every pass instead
 SQUARES_BYTES = 1 << 30
+# The same bound for a float32 copy of the features (products whose rounding a float64 product checks later);
+# a larger set casts each chunk afresh
+SINGLE_BYTES = 1 << 30
+
+
+class _Float32Image:
+    """A float32 image of a held set's features (X's shape), each chunk written by ``fill(rows, out)`` once, on
+    first use: its pages are only backed once written, and a view handed out earlier never sees a row rewritten
+    (a process of a distributed run touches only its own chunks)."""
+
+    def __init__(self, fill: Callable[[torch.Tensor, torch.Tensor], Any]):
+        self.fill = fill
+        self.tensor: torch.Tensor | None = None
+        self.written: set[int] = set()
+        self.lock = threading.Lock()
+
+    def rows(self, X: torch.Tensor, chunk_rows: int, start: int, stop: int) -> torch.Tensor:
+        with self.lock:
+            if self.tensor is None:
+                self.tensor = torch.empty(X.shape, dtype=torch.float32)
+            for chunk in range(start // chunk_rows, -(-stop // chunk_rows)):
+                if chunk not in self.written:
+                    rows = slice(chunk * chunk_rows, min((chunk + 1) * chunk_rows, X.shape[0]))
+                    self.fill(X[rows], self.tensor[rows])
+                    self.written.add(chunk)
+        return self.tensor[start:stop]
 
 
 class Rows:
@@ -44,8 +70,8 @@ class Rows:
         self.rows_read = 0  # for pass accounting: rows touched by sweeps so far
         self._X = None
         self._y = None
-        self._squares = None
-        self._squared: set[int] = set()  # the chunks of _squares already written
+        self._squares = _Float32Image(squares_in_float32)
+        self._single = _Float32Image(lambda X, out: out.copy_(X))
         n = self.n_served = len(y) if self.ids is None else len(self.ids)  # the rows the chunks serve
         in_memory = not isinstance(X, np.memmap) and X.dtype == np.float64
         # The copy is made on first access (a Rows used only to count passes never pays it);
@@ -108,16 +134,22 @@ class Rows:
         """
         if not self._materialized() or self._X.numel() * 4 > SQUARES_BYTES:
             return None
-        with self._lock:
-            if self._squares is None:  # pages are only backed once written
-                self._squares = torch.empty(self._X.shape, dtype=torch.float32)
-            # whole chunks, each written once: a view handed out earlier never sees a row rewritten
-            for chunk in range(start // self.chunk_rows, -(-stop // self.chunk_rows)):
-                if chunk not in self._squared:
-                    rows = slice(chunk * self.chunk_rows, min((chunk + 1) * self.chunk_rows, self.n_served))
-                    squares_in_float32(self._X[rows], self._squares[rows])
-                    self._squared.add(chunk)
-        return self._squares[start:stop]
+        return self._squares.rows(self._X, self.chunk_rows, start, stop)
+
+    def single(self, start: int, stop: int) -> torch.Tensor:
+        """The features of rows ``start:stop`` in float32 (single precision): kept once cast for a set held in
+        memory up to :data:`SINGLE_BYTES` (:attr:`keeps_single`), else cast afresh. For products whose rounding
+        something checks later: on p = 100,100's rows a float32 product took 0.15 s against 0.29 s in float64."""
+        if self.keeps_single and self._materialized():
+            return self._single.rows(self._X, self.chunk_rows, start, stop)
+        return self.chunk(start, stop)[0].to(torch.float32)
+
+    @property
+    def keeps_single(self) -> bool:
+        """Whether :meth:`single` keeps its float32 rows (a set held in memory, within :data:`SINGLE_BYTES`); a
+        set that does not casts every chunk at every float32 pass, which such a pass does not repay."""
+        held = self._pending or self._X is not None
+        return held and self.n_served * self.n_features * 4 <= SINGLE_BYTES
 
     def left_out_in(self, start: int, stop: int) -> torch.Tensor | None:
         """Positions, within chunk ``start:stop``, of rows that every sum must leave out (:class:`RowsWithout`);

@@ -22,10 +22,16 @@ The point certified that way, w + D, is returned as it is: its bound is second o
 then CG on the Newton system there, so that the bound of the point itself is ||D'|| + (second
 order). A tolerance never needs it, so the method does not spend it by default.
 
+With ``single=True`` CG's products run in float32 (about half the time where a pass is GEMM-bound). A
+certificate made from them is only an estimate: when it meets the tolerance, one float64 product of D
+measures H D, the residual and D's logit changes exactly, and only that certificate is offered
+(:class:`_Single`). Values, gradients and the line search's Armijo test stay float64.
+
 Passes are counted by kind (``CertifiedResult.passes``): ``gradient`` (F, its gradient and the
 cached curvature at an iterate: the start and every accepted line-search point), ``hvp`` (one
-Hessian-vector product, which also certifies w + D), ``line_search`` (a rejected trial point) and
-``certificate`` (the polish, or :func:`certify_point`).
+Hessian-vector product, which also certifies w + D when it is float64), ``line_search`` (a rejected
+trial point) and ``certificate`` (the float64 check of float32 products, the polish, or
+:func:`certify_point`).
 
 Preconditioner: the caller's (the history's curvature at w_T), improved after the first Newton
 iteration by the last CG pairs (p_j, H p_j) of the previous one (a limited-memory preconditioner,
@@ -44,6 +50,7 @@ import torch
 from miniunlearn.models.curvature import LogitSpan
 from miniunlearn.models.objective import Curvature, Objective
 from miniunlearn.solvers.certificate import (
+    NewtonCertificate,
     gradient_bound,
     newton_certificate,
     rounding_floor,
@@ -159,13 +166,50 @@ class _Recycled:
         return self.project(z)
 
 
+class _Single:
+    """CG's products in float32, each point checked by a float64 product before it is certified.
+
+    A float32 product is rounded to about 1e-7 of ||H|| ||v||; as a term of the certificate that would swamp
+    the residual the certificate must prove small, so the certificate made from float32 products is only an
+    estimate, which decides when the float64 product of D that certifies is worth its pass. A check that
+    falls short halves the share of the target the next estimate of that Newton step must reach; after
+    ``MAX_MISSES`` such checks in a solve (float32 rounding then matters: an ill-conditioned system) the
+    products go back to float64.
+    """
+
+    MAX_MISSES = 2
+
+    def __init__(self, meets: Callable[[float, torch.Tensor], bool], meter: _Meter):
+        self.meets, self.meter = meets, meter
+        self.share, self.misses = 1.0, 0
+
+    @property
+    def active(self) -> bool:
+        return self.misses < self.MAX_MISSES
+
+    def worth_checking(self, estimate: float, point: torch.Tensor) -> bool:
+        return self.meets(estimate / self.share, point)
+
+    def check(self, here: Curvature, D: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """H D and D's logit changes in float64: one pass, charged as a certificate pass."""
+        self.meter.charge("hvp")
+        out = here.hvp_with_logits(D)
+        self.meter.charge("certificate")
+        return out
+
+    def checked(self, met: bool) -> None:
+        if not met:
+            self.share *= 0.5
+            self.misses += 1
+
+
 def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tensor], torch.Tensor] | None,
                         w_start: torch.Tensor, w_ref: torch.Tensor, *, R: float, tol: float | None,
                         max_passes: float, start: Curvature | None = None, max_cg: int = 200,
                         polish: bool = False, progress=None, offers: tuple = (),
                         initial_step: torch.Tensor | None = None,
                         refresh: Callable[[Curvature], Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                        refresh_diag: bool | Sequence[int] = True) -> CertifiedResult:
+                        refresh_diag: bool | Sequence[int] = True, single: bool = False) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
@@ -181,7 +225,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     ``w_start`` (its pass is then the caller's). ``offers``: points the caller reached after
     ``w_start``, in order, with their certificates ``(certificate, w)`` (inf: not certified by
     themselves); ``initial_step``: a first guess of the Newton step at ``w_start`` (CG starts from it:
-    one product to measure its residual).
+    one product to measure its residual). ``single`` (with ``tol``): CG's products in float32, and a point
+    certified only after a float64 product of its step has checked the estimate (:class:`_Single`).
 
     With ``tol``, returns the point with the smallest certificate. With a fixed budget
     (``tol=None``), returns the furthest point reached (the last CG iterate, line-search point or
@@ -219,6 +264,9 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         floor = rounding_floor(R, curvature_bound.at(here), float(best.w.norm()))
         return tol is not None and tol * float((best.w - w_ref).norm()) < floor and best.certificate <= 4 * floor
 
+    checker = None
+    if single and tol is not None:
+        checker = _Single(lambda certificate, point: certificate <= tol * float((point - w_ref).norm()), meter)
     guess = initial_step
     while not certified() and not spent():
         if below_rounding():
@@ -227,7 +275,7 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         result.newton_iterations += 1
         mu = curvature_bound.at(here)
         step, stop, along = _newton_step(here, w, preconditioner, best, mu, R, certified, spent, max_cg, result,
-                                         mu_is_local=curvature_bound.local, initial=guess)
+                                         mu_is_local=curvature_bound.local, initial=guess, single=checker)
         meter.charge("hvp")
         guess = None
         if progress is not None:
@@ -256,12 +304,15 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
 
 def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best: _Best, mu: float, R: float,
                  certified, spent, max_cg: int, result: CertifiedResult, offer_step: bool = True,
-                 mu_is_local: bool = False, initial: torch.Tensor | None = None
-                 ) -> tuple[torch.Tensor, str, LogitSpan | None]:
+                 mu_is_local: bool = False, initial: torch.Tensor | None = None,
+                 single: _Single | None = None) -> tuple[torch.Tensor, str, LogitSpan | None]:
     """Flexible PCG on ``H D = -g`` at w, certifying w and w + D after every product.
 
     ``offer_step=False`` certifies w alone (the polish). ``initial``: CG starts from this D (its
-    product is the first one). The CG pairs replace the preconditioner's recycled ones for the next
+    product is the first one). ``single``: CG's products run in float32 and the certificate made from them
+    is an estimate; once it meets the tolerance, one float64 product of D measures H D, the residual and
+    D's logit changes exactly, and only that certificate is offered (if it falls short, CG goes on from the
+    exact residual). The CG pairs replace the preconditioner's recycled ones for the next
     Newton iteration. Returns D, why CG stopped, and D's per-row logit changes (None when no
     product was made and D is the preconditioned gradient).
     """
@@ -272,13 +323,29 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
     D = torch.zeros_like(g)
     residual = -g.clone()  # -(H D + g)
 
-    def certify() -> None:
+    def bound() -> NewtonCertificate:
         HD = -g - residual
-        bound = newton_certificate(float(D.norm()), float(D @ HD), float(residual.norm()), span.span(),
-                                   grad_norm, float(HD.norm()), R, mu, float(w.norm()), mu_is_local)
-        best.offer(bound.at_point, w)
+        return newton_certificate(float(D.norm()), float(D @ HD), float(residual.norm()), span.span(),
+                                  grad_norm, float(HD.norm()), R, mu, float(w.norm()), mu_is_local)
+
+    def certify(estimated: bool) -> bool:
+        """Offer w and w + D with their certificate; an estimated one only once a float64 product of D has
+        replaced it (then returns True: CG's residual is that product's)."""
+        nonlocal residual
+        here_bound = bound()
+        replaced = False
+        if estimated:
+            if spent() or not single.worth_checking(here_bound.after_step, w + D):
+                return False
+            HD, logits = single.check(here, D)
+            residual, replaced = -g - HD, True
+            span.replace(logits)
+            here_bound = bound()
+            single.checked(single.meets(here_bound.after_step, w + D))
+        best.offer(here_bound.at_point, w)
         if offer_step:
-            best.offer(bound.after_step, w + D)
+            best.offer(here_bound.after_step, w + D)
+        return replaced
 
     if initial is not None and not spent():
         HD0, logits = here.hvp_with_logits(initial)
@@ -286,7 +353,10 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         D = initial.clone()
         residual -= HD0
         span.accumulate(logits, 1.0)
-        certify()
+        certify(estimated=False)
+    if single is not None:
+        single.share = 1.0
+    low = single is not None and single.active  # this step's products in float32
     z = precondition(residual)
     p = z.clone()
     rz = float(residual @ z)
@@ -299,7 +369,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         if spent():
             stop = "budget"
             break
-        Hp, logits = here.hvp_with_logits(p)
+        Hp, logits = here.hvp_with_logits(p, single=low)
         result.cg_iterations += 1
         curvature = float(p @ Hp)
         if not curvature > 0:
@@ -311,7 +381,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         previous = residual.clone()
         residual -= alpha * Hp
         span.accumulate(logits, alpha)
-        certify()
+        replaced = certify(estimated=low)
         if certified():
             stop = "certified"
             break
@@ -320,7 +390,8 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
             break
         z = precondition(residual)
         rz_new = float(residual @ z)
-        beta = max(0.0, float(z @ (residual - previous)) / rz)  # Polak-Ribiere: the preconditioner may be inexact
+        # Polak-Ribiere: the preconditioner may be inexact; a residual measured afresh restarts the directions
+        beta = 0.0 if replaced else max(0.0, float(z @ (residual - previous)) / rz)
         p = z + beta * p
         rz = rz_new
     if pairs:
