@@ -70,11 +70,15 @@ def test_a_whole_class_forgotten_is_certified_with_its_block_following_the_itera
 
 
 @pytest.mark.parametrize("ratio, copied", [(0.05, False), (0.3, True), ("class", True)])
-def test_float32_products_are_certified_and_auto_takes_them_where_r_is_copied(setup, ratio, copied):
-    """Three classes: ``auto`` takes float32 products only for requests that copy R; in either precision every
-    certificate holds against the independently retrained optimum."""
+def test_float32_products_are_certified_and_auto_takes_them_where_r_is_copied(setup, ratio, copied, monkeypatch):
+    """Three classes: ``auto`` takes float32 products only for requests that copy R, and only on a large R; in
+    either precision every certificate holds against the independently retrained optimum."""
+    from miniunlearn.methods import mini
+
     ds = setup[1]
     U = np.flatnonzero(ds.y_train == 2) if ratio == "class" else random_forget_ids(ds.n_train, ratio, 2)
+    assert _certified_forget(setup, U, 1e-7)["cg_products"] == "float64"  # 700 x 6 features: too few to pay
+    monkeypatch.setattr(mini, "SINGLE_MIN_VALUES", 0)
     chosen = _certified_forget(setup, U, 1e-7)
     assert chosen["cg_products"] == ("float32, checked in float64" if copied else "float64")
     float32 = _certified_forget(setup, U, 1e-7, products="float32")

@@ -83,8 +83,11 @@ IN_PLACE_CLASS_SHARE = 1.5
 # forgotten: 2.95 s against 3.43 s, 1 %: 2.39 s against 2.62 s, medians of 8). With few classes a pass is
 # bound by reading the rows and the copy costs about a pass: Fashion-MNIST's small requests, read in place,
 # took longer (1 %: 0.38 s against 0.31 s), its larger ones, R copied, less (50 % at l2 1e-4: 0.78 s against
-# 0.88 s; class 0: 1.59 s against 1.86 s). So below this many classes only requests that copy R use it.
+# 0.88 s; class 0: 1.59 s against 1.86 s). So below this many classes only requests that copy R use it, and only
+# on R of at least SINGLE_MIN_VALUES features: on small sets a pass costs next to nothing either way, while float32
+# rounding can cost products where CG runs long (digits at l2 1e-5, 30-90 % forgotten: 6-23 more products, 4-15 %).
 SINGLE_MIN_CLASSES = 20
+SINGLE_MIN_VALUES = 1 << 22
 
 
 def forget_curvature(ctx: UnlearnContext, theta_T: torch.Tensor) -> CachedCurvature:
@@ -217,7 +220,8 @@ class MiniUnlearning(UnlearningMethod):
         "products": Param("auto", Options(("auto", "float64", "float32")),
                           help="precision of CG's Hessian-vector products over R with tol (float32: about half "
                                "the time with many classes, every certified point checked by one float64 "
-                               f"product; auto: float32 where R is copied, or from {SINGLE_MIN_CLASSES} classes up)"),
+                               f"product; auto: float32 from {SINGLE_MIN_CLASSES} classes up, or where R is copied and has at "
+                               f"least {SINGLE_MIN_VALUES:,} feature values)"),
     }
 
     def __init__(self, **options):
@@ -331,7 +335,8 @@ class MiniUnlearning(UnlearningMethod):
             return False
         if self.products == "float32" or ctx.model.n_classes >= SINGLE_MIN_CLASSES:
             return True
-        return not in_place and rows.keeps_single  # rows cast afresh at every pass do not repay it
+        # rows cast afresh at every pass, or few, do not repay it
+        return not in_place and rows.keeps_single and len(rows) * rows.n_features >= SINGLE_MIN_VALUES
 
     @staticmethod
     def _summary(stats: dict, w: torch.Tensor, theta_T: torch.Tensor, certificate, tol, stop: str) -> dict:
