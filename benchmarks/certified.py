@@ -26,7 +26,8 @@ over R (the largest such size is the table's answer)?
 ``passes RUN`` -- what one pass over R costs, certified against training: the gradient pass
 (training's value and gradient, against the certified solver's value, gradient and cached softmax)
 and the Hessian-vector product (training's, against the certified solver's, which also keeps the
-product's per-row logit changes and evaluates the logit span the certificate needs). Medians of
+product's per-row logit changes and evaluates the logit span the certificate needs; also in float32, as CG
+runs it with ``products=float32``, the first call casting the rows once). Medians of
 ``--repeats`` interleaved timings on the retained rows of a 10 % request.
 
 ``hard`` -- the ill-conditioned cases: digits and breast_cancer at l2 1e-5, linearly separable
@@ -200,15 +201,17 @@ def passes(args) -> None:
     training = objective.curvature(theta)
     span = LogitSpan(here.cache)  # one per Newton iteration in the solver, not per product
 
-    def certified_product():  # what CG does per product besides the preconditioner
-        _, logits = here.hvp_with_logits(v)
+    def certified_product(single: bool = False):  # what CG does per product besides the preconditioner
+        _, logits = here.hvp_with_logits(v, single=single)
         span.accumulate(logits, 1.0)
         span.span()
 
     kinds = {"training gradient": lambda: objective.value_grad(theta),
              "certified gradient": lambda: objective.curvature(theta, diag=False, value=True),
              "training product": lambda: training.hvp(v),
-             "certified product": certified_product}
+             "certified product": certified_product,
+             # CG's products with products=float32 (the float64 check of a certified point is one more product)
+             "certified product in float32": lambda: certified_product(single=True)}
     if not args.dataset:  # the history's preconditioner: one product per CG iteration (not a pass over R)
         apply = run.mini_history().preconditioner(Penalty(model, l2, run.penalize_intercept))
         kinds["preconditioner (history)"] = lambda: apply(v)
@@ -232,6 +235,10 @@ def _passes_table(row: dict) -> list[str]:
             "| kind | training s | certified s | certified / training |", "|---|---:|---:|---:|",
             *(f"| {kind} | {s['training ' + kind]:.3f} | {s['certified ' + kind]:.3f} "
               f"| {s['certified ' + kind] / s['training ' + kind]:.2f} |" for kind in ("gradient", "product")),
+            *([f"| product in float32 (CG's, `products=float32`) | {s['training product']:.3f} "
+               f"| {s['certified product in float32']:.3f} "
+               f"| {s['certified product in float32'] / s['training product']:.2f} |"]
+              if "certified product in float32" in s else []),
             "", *([f"A CG iteration of the certified solver also applies the history's preconditioner: "
                    f"{s['preconditioner (history)']:.3f} s."] if "preconditioner (history)" in s else []),
             f"Load (1 min) at the end: {row['load_1min']:.2f}.", ""]
