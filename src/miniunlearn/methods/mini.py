@@ -220,8 +220,8 @@ class MiniUnlearning(UnlearningMethod):
         "products": Param("auto", Options(("auto", "float64", "float32")),
                           help="precision of CG's Hessian-vector products over R with tol (float32: about half "
                                "the time with many classes, every certified point checked by one float64 "
-                               f"product; auto: float32 from {SINGLE_MIN_CLASSES} classes up, or where R is copied and has at "
-                               f"least {SINGLE_MIN_VALUES:,} feature values)"),
+                               f"product; auto: float32 from {SINGLE_MIN_CLASSES} classes up, or where R is "
+                               f"copied and has at least {SINGLE_MIN_VALUES:,} feature values)"),
     }
 
     def __init__(self, **options):

@@ -183,8 +183,9 @@ class _Single:
         self.meets, self.meter = meets, meter
         self.share, self.misses = 1.0, 0
 
-    @property
-    def active(self) -> bool:
+    def start_step(self) -> bool:
+        """A new Newton step: the full target again; returns whether its products run in float32."""
+        self.share = 1.0
         return self.misses < self.MAX_MISSES
 
     def worth_checking(self, estimate: float, point: torch.Tensor) -> bool:
@@ -354,9 +355,7 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         residual -= HD0
         span.accumulate(logits, 1.0)
         certify(estimated=False)
-    if single is not None:
-        single.share = 1.0
-    low = single is not None and single.active  # this step's products in float32
+    low = single is not None and single.start_step()  # this step's products in float32
     z = precondition(residual)
     p = z.clone()
     rz = float(residual @ z)
