@@ -32,6 +32,46 @@ def test_the_loss_along_a_step_matches_the_objective_computed_at_each_point(rng,
     assert rows.rows_read == read  # no pass over the rows
 
 
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_loss_with_a_step_length_per_block_matches_the_objective_at_each_point(rng, workers):
+    """Classes {1, 3} and the others moved by their own lengths (a, b): loss, gradient and Hessian in (a, b)
+    against the objective computed at theta + a D_S + b D_rest and its finite differences."""
+    n, d, C = 200, 5, 4
+    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
+    model = LogisticRegression(d, C)
+    theta, step = rng.normal(size=model.n_params), rng.normal(size=model.n_params)
+    rows = Rows(X, y, chunk_rows=30, workers=workers)
+    cache = CachedCurvature(model, rows, torch.from_numpy(theta))
+    along = LogitSpan(cache)
+    along.accumulate(cache.hvp_sum_with_logits(torch.from_numpy(step))[1], 1.0)
+    read = rows.rows_read
+    own = np.zeros((C, d + 1))
+    own[[1, 3]] = step.reshape(C, d + 1)[[1, 3]]
+    parts = (own.ravel(), step - own.ravel())
+    groups = torch.tensor([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]], dtype=torch.float64)
+    f = softmax_objective(X, y, C, 0.0)
+
+    def loss(a, b):
+        return n * f(theta + a * parts[0] + b * parts[1])[0]
+
+    def grad(a, b):
+        g = n * f(theta + a * parts[0] + b * parts[1])[1]
+        return np.array([g @ parts[0], g @ parts[1]])
+
+    for a, b in ((0.0, 0.0), (1.0, 1.0), (2.5, 0.4), (-0.3, 1.7)):
+        value, first, second = along.loss_along_blocks(torch.tensor([a, b], dtype=torch.float64), groups)
+        h = 1e-5
+        numeric = np.column_stack([(grad(a + h, b) - grad(a - h, b)) / (2 * h), (grad(a, b + h) - grad(a, b - h)) / (2 * h)])
+        assert value == pytest.approx(loss(a, b), rel=1e-12)
+        np.testing.assert_allclose(first.numpy(), grad(a, b), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(second.numpy(), numeric, rtol=1e-6, atol=1e-8)
+    # one group of every class is the line: the same numbers as loss_along
+    line = along.loss_along(0.7)
+    block = along.loss_along_blocks(torch.tensor([0.7], dtype=torch.float64), torch.ones(1, C, dtype=torch.float64))
+    assert line == pytest.approx((block[0], float(block[1][0]), float(block[2][0, 0])), rel=1e-12)
+    assert rows.rows_read == read  # no pass over the rows
+
+
 @pytest.mark.parametrize("in_memory", [True, False])
 def test_the_hessian_diagonal_over_chunks_matches_autograd(rng, tmp_path, in_memory):
     """Kept float32 squares (a set in memory) or one reused buffer (a memory-mapped set, chunks of

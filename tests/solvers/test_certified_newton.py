@@ -2,6 +2,7 @@
 1,000 random instances (none may violate it), and the bound itself matches its definition."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -59,10 +60,11 @@ def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
         model = LogisticRegression(X.shape[1], C)
         P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))  # the history's curvature at w_T
         R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+        emptied = [int(c) for c in np.setdiff1d(np.arange(C), y[keep])]  # their blocks get their own length
         for single in (False, True):
             objective = Objective(model, Rows(X[keep], y[keep]), l2)
             result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
-                                         R=R, tol=1e-3, max_passes=5000, single=single)
+                                         R=R, tol=1e-3, max_passes=5000, single=single, separate=emptied)
             true = float(np.linalg.norm(result.w.numpy() - w_R))
             # converged, unless tol * ||w - w_T|| lies below what float64 can certify (a tiny deletion, tiny l2)
             assert result.converged or result.stop.startswith("the tolerance is below"), (l2, len(keep), result.stop)
@@ -72,6 +74,36 @@ def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
         checked += 1
     assert violations == {False: 0, True: 0}, f"certificates below the true distance of {checked} (worst {worst})"
     assert max(worst.values()) <= 1.0
+
+
+def test_deletions_that_empty_a_class_are_certified_with_and_without_separate_block_lengths(pool):
+    """Random instances with every row of one class forgotten too: both step-length rules converge, and
+    every certificate bounds the distance to the independently computed optimum."""
+    rng = np.random.default_rng(31)
+    checked = 0
+    while checked < 40:
+        instance = _instance(rng, pool)
+        if instance is None:
+            continue
+        X, y, C, l2, keep = instance
+        present = np.unique(y[keep])
+        if len(present) < 3:
+            continue
+        emptied = int(rng.choice(present))
+        keep = keep[y[keep] != emptied]
+        w_T, _ = reference_optimum(X, y, C, l2)
+        w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
+        model = LogisticRegression(X.shape[1], C)
+        P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))
+        R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+        separate = [int(c) for c in np.setdiff1d(np.arange(C), y[keep])]
+        for classes in ((), separate):
+            objective = Objective(model, Rows(X[keep], y[keep]), l2)
+            result = certified_newton_cg(objective, lambda v: P @ v, torch.from_numpy(w_T), torch.from_numpy(w_T),
+                                         R=R, tol=1e-3, max_passes=5000, separate=classes)
+            assert result.converged or result.stop.startswith("the tolerance is below"), (l2, classes, result.stop)
+            assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error_R
+        checked += 1
 
 
 def test_with_a_free_intercept_the_local_curvature_certifies_the_zero_mean_bias_optimum(pool):
@@ -196,6 +228,36 @@ def test_float32_products_that_lie_never_certify_a_point(pool, monkeypatch):
     assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
 
 
+def test_a_float32_solve_that_stalls_hands_the_rest_to_float64(pool, monkeypatch):
+    """Float32 products too noisy for CG ever to meet the target (as rounding makes them on an ill-conditioned
+    system): no estimate meets it, so no check can miss. The first float32 solve that runs out of iterations
+    must hand the rest of the solve to float64 products, which then certify."""
+    original = CachedCurvature.hvp_sum_with_logits
+    noise = torch.Generator().manual_seed(5)
+    precisions = []  # True for every float32 product, in order
+
+    def noisy(self, v, single=False):
+        total, logits = original(self, v, single)
+        precisions.append(single)
+        if not single:
+            return total, logits
+        kick = torch.randn(total.shape, generator=noise, dtype=total.dtype)
+        return total + 0.3 * float(total.norm()) * kick / float(kick.norm()), logits
+
+    monkeypatch.setattr(CachedCurvature, "hvp_sum_with_logits", noisy)
+    X, y, model, R, w0, precondition = _preconditioned_problem(pool)
+    max_cg = 20
+    result = certified_newton_cg(Objective(model, Rows(X, y), 1e-3), precondition, w0, w0, R=R, tol=1e-6,
+                                 max_passes=500, single=True, max_cg=max_cg)
+    w_R, error = reference_optimum(X, y, model.n_classes, 1e-3)
+    assert result.converged
+    assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error
+    text = "".join("s" if single else "d" for single in precisions)
+    stall = re.search("s{%d,}" % max_cg, text)
+    assert stall is not None  # a float32 solve ran out of iterations
+    assert "s" not in text[stall.end():]  # and every product after it was float64
+
+
 def test_passes_are_counted_by_kind_and_add_up(pool):
     ds = pool["synthetic"]
     X, y = ds.X_train[:400], ds.y_train[:400].astype(np.int64)
@@ -256,7 +318,50 @@ def test_the_line_minimum_is_the_minimiser_of_the_objective_along_the_step(pool)
     assert _line_minimum(here, torch.from_numpy(w_T), 1e-3 * step, short, objective.penalty) == LINE_MAX
 
 
-def test_a_whole_class_forgotten_is_certified(pool):
+def test_the_block_step_lengths_minimise_the_objective_over_the_two_blocks(pool):
+    """A whole class forgotten: its block of the Newton step and the rest get their own lengths (a, b), and
+    those are the minimiser of F(w + a D_S + b D_rest) computed by scipy from the objective itself. F there
+    is below F at the line minimum, where one length serves both."""
+    import scipy.optimize
+    from miniunlearn.models.curvature import LogitSpan
+    from miniunlearn.solvers.certified_newton import _block_minimum, _line_minimum
+    from tests.helpers import softmax_objective
+
+    ds = pool["digits"]
+    X, y = ds.X_train[:600], ds.y_train[:600].astype(np.int64)
+    l2 = 1e-4
+    w_T, _ = reference_optimum(X, y, ds.n_classes, l2)
+    keep = y != 0
+    model = LogisticRegression(X.shape[1], ds.n_classes)
+    objective = Objective(model, Rows(X[keep], y[keep]), l2)
+    here = objective.curvature(torch.from_numpy(w_T), diag=False, value=True)
+    P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, ds.n_classes, l2, w_T)))
+    step = -(P @ here.grad)
+    along = LogitSpan(here.cache)
+    along.accumulate(here.hvp_with_logits(step)[1], 1.0)
+    w = torch.from_numpy(w_T)
+    t = _line_minimum(here, w, step, along, objective.penalty)
+    passes = objective.passes
+    moved = _block_minimum(here, w, step, along, objective.penalty, [0], t)
+    assert objective.passes == passes  # no pass over the rows
+    own = np.zeros_like(w_T).reshape(ds.n_classes, -1)
+    own[0] = step.numpy().reshape(ds.n_classes, -1)[0]
+    parts = (own.ravel(), step.numpy() - own.ravel())
+    f = softmax_objective(X[keep], y[keep], ds.n_classes, l2)
+
+    def along_blocks(ab):
+        value, g = f(w_T + ab[0] * parts[0] + ab[1] * parts[1])
+        return value, np.array([g @ parts[0], g @ parts[1]])
+
+    reference = scipy.optimize.minimize(along_blocks, [t, t], jac=True, method="BFGS", options={"gtol": 1e-12}).x
+    lengths = np.linalg.lstsq(np.column_stack(parts), moved.numpy(), rcond=None)[0]
+    np.testing.assert_allclose(lengths, reference, rtol=1e-3)
+    assert f(w_T + moved.numpy())[0] < f(w_T + t * step.numpy())[0]
+    assert lengths[0] > lengths[1]  # the emptied class's block goes further than the rest
+
+
+@pytest.mark.parametrize("separate", [(), (3,)])
+def test_a_whole_class_forgotten_is_certified(pool, separate):
     ds = pool["digits"]
     X, y = ds.X_train[:600], ds.y_train[:600].astype(np.int64)
     l2 = 1e-4
@@ -267,7 +372,8 @@ def test_a_whole_class_forgotten_is_certified(pool):
     P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, ds.n_classes, l2, w_T)))
     R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
     w0 = torch.from_numpy(w_T)
-    result = certified_newton_cg(objective, lambda v: P @ v, w0, w0, R=R, tol=1e-3, max_passes=1000)
+    result = certified_newton_cg(objective, lambda v: P @ v, w0, w0, R=R, tol=1e-3, max_passes=1000,
+                                 separate=separate)
     w_R, error = reference_optimum(X[keep], y[keep], ds.n_classes, l2)
     assert result.converged
     assert np.linalg.norm(result.w.numpy() - w_R) <= result.certificate + error

@@ -314,7 +314,7 @@ class MiniUnlearning(UnlearningMethod):
         result = certified_newton_cg(objective, None if jacobi else preconditioner.apply, w_start, theta_T,
                                      R=R, tol=tol, max_passes=budget - objective.passes, start=start,
                                      progress=ctx.progress, offers=offers, initial_step=initial_step,
-                                     refresh=refresh, refresh_diag=diag, single=single)
+                                     refresh=refresh, refresh_diag=diag, single=single, separate=emptied)
         for kind, count in result.passes.items():
             passes[kind] += count
         summary = self._summary(stats, result.w, theta_T, result.certificate, tol, result.stop)

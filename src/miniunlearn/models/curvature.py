@@ -202,23 +202,40 @@ class LogitSpan:
 
     def loss_along(self, t: float) -> tuple[float, float, float]:
         """The loss sum at ``theta + t D`` and its first two derivatives in t, from the cached
-        probabilities and these logit changes alone (no pass over the features).
+        probabilities and these logit changes alone (no pass over the features); summed over every
+        process's rows. One group of :meth:`loss_along_blocks`, which says how."""
+        value, first, second = self.loss_along_blocks(torch.tensor([float(t)], dtype=torch.float64),
+                                                      torch.ones(1, self.cache.model.n_classes, dtype=torch.float64))
+        return value, float(first[0]), float(second[0, 0])
 
-        A row's loss is ``-log q_y`` with q = softmax(a + t z), a = log p(theta) (the logits up to a
-        per-row constant, which the softmax ignores); its derivatives are ``E_q[z] - z_y`` and
-        ``Var_q(z)``. Summed over every process's rows.
+    def loss_along_blocks(self, t: torch.Tensor, groups: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """The loss sum at ``theta + sum_g t_g D_g`` with its gradient and Hessian in t (k and k x k), where
+        ``groups`` (k x C, 0/1) splits the classes and D_g is D's blocks of group g's classes.
+
+        Class c's logits move only with D's block c, so D_g changes a row's logits by ``z_i`` masked to the
+        group's columns, and the point's logits are ``a + (t^T groups) * z_i`` with a = log p(theta) (the
+        logits up to a per-row constant, which the softmax ignores). A row's loss is ``-log q_y``, q the
+        softmax there; its derivatives are ``E_q[z_g] - z_gy`` and ``Cov_q(z_g, z_h)``.
         """
         if self._log_probs is None:
             self._log_probs = [torch.log(p) for p in self.cache.probs]
-        total = torch.zeros(3, dtype=torch.float64)
+        k = len(groups)
+        groups = groups.to(torch.float64)
+        scale = t.to(torch.float64) @ groups
+        value = torch.zeros((), dtype=torch.float64)
+        first = torch.zeros(k, dtype=torch.float64)
+        weighted = torch.zeros_like(scale)  # sum_i q_ic z_ic^2 per class: the groups are disjoint 0/1 masks
+        second = torch.zeros(k, k, dtype=torch.float64)
         for log_p, labels, z in zip(self._log_probs, self.cache.labels, self.chunks):
             if not len(z):
                 continue
-            log_q = torch.log_softmax(log_p + t * z, dim=1)
-            q = log_q.exp()
-            mean = (q * z).sum(dim=1)
-            total[0] -= float(log_q.gather(1, labels[:, None]).sum())
-            total[1] += float(mean.sum() - z.gather(1, labels[:, None]).sum())
-            total[2] += float(((q * z * z).sum(dim=1) - mean * mean).sum())
-        total = distributed.all_reduce_sum(total)
-        return float(total[0]), float(total[1]), float(total[2])
+            log_q = torch.log_softmax(log_p + scale * z, dim=1)
+            qz = log_q.exp() * z
+            mean = qz @ groups.T  # E_q[z_g] per row
+            value -= log_q.gather(1, labels[:, None]).sum()
+            first += mean.sum(dim=0) - groups[:, labels] @ z.gather(1, labels[:, None])[:, 0]
+            weighted += (qz * z).sum(dim=0)
+            second -= mean.T @ mean
+        second += (groups * weighted) @ groups.T
+        total = distributed.all_reduce_sum(torch.cat([value[None], first, second.reshape(-1)]))
+        return float(total[0]), total[1:1 + k], total[1 + k:].view(k, k)

@@ -63,6 +63,7 @@ POLISH_PRODUCTS = 6
 LINE_ITERATIONS = 30  # safeguarded Newton on the line: each costs O(rows x classes), no pass
 LINE_TOL = 1e-3       # stop at |phi'(t)| <= LINE_TOL |phi'(0)|
 LINE_MAX = 64.0       # the longest step tried along a Newton direction
+BLOCK_TOL = 1e-9      # the block step lengths: stop when Newton's decrement is below BLOCK_TOL |phi'(0)|
 FORCING_POWER = 0.5  # CG stops at ||residual|| <= min(0.5, ||g||^power) ||g|| (Eisenstat-Walker)
 
 
@@ -173,8 +174,8 @@ class _Single:
     the residual the certificate must prove small, so the certificate made from float32 products is only an
     estimate, which decides when the float64 product of D that certifies is worth its pass. A check that
     falls short halves the share of the target the next estimate of that Newton step must reach; after
-    ``MAX_MISSES`` such checks in a solve (float32 rounding then matters: an ill-conditioned system) the
-    products go back to float64.
+    ``MAX_MISSES`` such checks in a solve, or one float32 solve that stalled (float32 rounding then matters: an
+    ill-conditioned system), the products go back to float64.
     """
 
     MAX_MISSES = 2
@@ -203,6 +204,12 @@ class _Single:
             self.share *= 0.5
             self.misses += 1
 
+    def stalled(self) -> None:
+        """CG in float32 ended without its estimate meeting the target (out of iterations, or a direction of no
+        curvature): float32 rounding stalls CG on an ill-conditioned system, where no check would ever miss.
+        The rest of the solve runs in float64."""
+        self.misses = self.MAX_MISSES
+
 
 def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tensor], torch.Tensor] | None,
                         w_start: torch.Tensor, w_ref: torch.Tensor, *, R: float, tol: float | None,
@@ -210,7 +217,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                         polish: bool = False, progress=None, offers: tuple = (),
                         initial_step: torch.Tensor | None = None,
                         refresh: Callable[[Curvature], Callable[[torch.Tensor], torch.Tensor]] | None = None,
-                        refresh_diag: bool | Sequence[int] = True, single: bool = False) -> CertifiedResult:
+                        refresh_diag: bool | Sequence[int] = True, single: bool = False,
+                        separate: Sequence[int] = ()) -> CertifiedResult:
     """Minimise ``objective`` from ``w_start``; stop when certified to ``tol`` (relative to
     ``||w - w_ref||``) or when ``max_passes`` passes over the rows are spent.
 
@@ -228,6 +236,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
     themselves); ``initial_step``: a first guess of the Newton step at ``w_start`` (CG starts from it:
     one product to measure its residual). ``single`` (with ``tol``): CG's products in float32, and a point
     certified only after a float64 product of its step has checked the estimate (:class:`_Single`).
+    ``separate``: classes whose blocks of each Newton direction get a step length of their own
+    (:func:`_block_minimum`; for classes left without rows, whose logits keep falling along the path).
 
     With ``tol``, returns the point with the smallest certificate. With a fixed budget
     (``tol=None``), returns the furthest point reached (the last CG iterate, line-search point or
@@ -285,8 +295,10 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
+        first = _line_minimum(here, w, step, along, objective.penalty)
+        first_step = _block_minimum(here, w, step, along, objective.penalty, separate, first) if separate else None
         here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, diag,
-                               first=_line_minimum(here, w, step, along, objective.penalty))
+                               first=first, first_step=first_step)
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
@@ -393,6 +405,8 @@ def _newton_step(here: Curvature, w: torch.Tensor, precondition: _Recycled, best
         beta = 0.0 if replaced else max(0.0, float(z @ (residual - previous)) / rz)
         p = z + beta * p
         rz = rz_new
+    if low and stop in ("max_cg", "curvature"):
+        single.stalled()
     if pairs:
         precondition.pairs = pairs[-RECYCLED_PAIRS:]
     if float(D.norm()) == 0.0:
@@ -441,27 +455,93 @@ def _line_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: L
     return lo if lo > 0 else 1.0
 
 
+def _block_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: LogitSpan | None, penalty,
+                   classes: Sequence[int], t: float) -> torch.Tensor | None:
+    """The step ``a D_S + b D_rest`` minimising F over (a, b), where D_S is D's blocks of ``classes`` and
+    D_rest the others, found like :func:`_line_minimum` from the cached probabilities and D's logit changes
+    (no pass); None where it does not improve on ``t D`` (``t``: the line minimum).
+
+    A class left without rows has no data term of its own: its curvature falls along the path as its
+    logits fall, so Newton's step undersizes its block while sizing the others, and one length along D
+    cannot serve both. phi(a, b) = F(w + a D_S + b D_rest) is convex; damped Newton from (t, t) with
+    Armijo's test on phi, at most ``LINE_ITERATIONS`` steps.
+    """
+    slope = float(here.grad @ step)
+    if along is None or not slope < 0:
+        return None
+    model = here.cache.model
+    own = torch.zeros_like(step)
+    model.matrix(own)[list(classes)] = model.matrix(step)[list(classes)]
+    parts = (own, step - own)
+    if min(float(part.norm()) for part in parts) == 0.0:
+        return None
+    groups = torch.zeros(2, model.n_classes, dtype=torch.float64)
+    groups[0, list(classes)] = 1.0
+    groups[1] = 1.0 - groups[0]
+    at_w = torch.tensor([float(penalty.grad(w) @ part) for part in parts], dtype=torch.float64)
+    on_step = torch.tensor([[float(penalty.grad(a) @ b) for a in parts] for b in parts], dtype=torch.float64)
+
+    def phi(lengths: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """F(w + a D_S + b D_rest) - F's penalty at w, its gradient and Hessian in (a, b)."""
+        loss, first, second = along.loss_along_blocks(lengths, groups)
+        return (loss / here.n + float(at_w @ lengths) + 0.5 * float(lengths @ on_step @ lengths),
+                first / here.n + at_w + on_step @ lengths, second / here.n + on_step)
+
+    lengths = torch.tensor([t, t], dtype=torch.float64)
+    start = value = phi(lengths)
+    for _ in range(LINE_ITERATIONS):
+        value_here, first, second = value
+        try:
+            move = -torch.linalg.solve(second, first)
+        except RuntimeError:  # singular: no curvature along one part
+            break
+        # stop on the Newton decrement, not the gradient: the separate block's curvature can be tiny, and a
+        # small gradient there can still be far from its minimum
+        decrease = float(first @ move)
+        if not (math.isfinite(value_here) and decrease < -BLOCK_TOL * abs(slope)):
+            break
+        s = 1.0
+        while s > 1e-8:
+            trial = phi(lengths + s * move)
+            if trial[0] <= value_here + ARMIJO * s * decrease:
+                break
+            s *= 0.5
+        if s <= 1e-8:
+            break
+        lengths, value = lengths + s * move, trial
+    a, b = float(lengths[0]), float(lengths[1])
+    if not (0 < a <= LINE_MAX and 0 < b <= LINE_MAX and value[0] < start[0]):
+        return None
+    return a * parts[0] + b * parts[1]
+
+
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
                  bound: _CurvatureBound, R: float, spent, meter: _Meter,
-                 diag: bool | Sequence[int] = False, first: float = 1.0) -> tuple[Curvature | None, torch.Tensor]:
-    """Armijo backtracking on F along ``step`` (a descent direction) from t = ``first`` (then 1, 1/2,
-    ...); each trial is one pass (the accepted one is the next iterate's gradient pass, a rejected
-    one a line-search pass)."""
+                 diag: bool | Sequence[int] = False, first: float = 1.0,
+                 first_step: torch.Tensor | None = None) -> tuple[Curvature | None, torch.Tensor]:
+    """Armijo backtracking on F: ``first_step`` if given (a descent step, e.g. :func:`_block_minimum`'s),
+    then along ``step`` (a descent direction) from t = ``first`` (then 1, 1/2, ...); each trial is one pass
+    (the accepted one is the next iterate's gradient pass, a rejected one a line-search pass)."""
     slope = float(here.grad @ step)
     if slope >= 0:  # only possible through round-off: fall back to steepest descent
-        step, slope, first = -here.grad, -float(here.grad @ here.grad), 1.0
+        step, slope, first, first_step = -here.grad, -float(here.grad @ here.grad), 1.0, None
     t = first
     while t > 1e-12 and not spent():
-        trial = w + t * step
+        moved = first_step if first_step is not None else t * step
+        trial = w + moved
         there = objective.curvature(trial, diag=diag, value=True)
-        if there.value <= here.value + ARMIJO * t * slope:
+        decrease = t * slope if first_step is None else float(here.grad @ first_step)
+        if there.value <= here.value + ARMIJO * decrease:
             best.offer(bound.gradient_bound(there, R, trial), trial)
             meter.charge("gradient")
             return there, trial
         if bound.gradient_bound(there, R, trial) < best.certificate:  # a rejected trial is not the furthest point
             best.certificate, best.w = bound.gradient_bound(there, R, trial), trial
         meter.charge("line_search")
-        t = 1.0 if t > 1.0 else 0.5 * t
+        if first_step is not None:
+            first_step = None  # then the line minimum along the step, as without it
+        else:
+            t = 1.0 if t > 1.0 else 0.5 * t
     return None, w
 
 
