@@ -342,7 +342,7 @@ def test_the_block_step_lengths_minimise_the_objective_over_the_two_blocks(pool)
     w = torch.from_numpy(w_T)
     t = _line_minimum(here, w, step, along, objective.penalty)
     passes = objective.passes
-    moved = _block_minimum(here, w, step, along, objective.penalty, [0], t)
+    moved = _block_minimum(here, w, step, along, objective.penalty, [0])
     assert objective.passes == passes  # no pass over the rows
     own = np.zeros_like(w_T).reshape(ds.n_classes, -1)
     own[0] = step.numpy().reshape(ds.n_classes, -1)[0]

@@ -295,8 +295,8 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
                            "cg_stop": stop, "value": here.value, "certificate": best.certificate})
         if stop in ("certified", "budget"):
             break
-        first = _line_minimum(here, w, step, along, objective.penalty)
-        first_step = _block_minimum(here, w, step, along, objective.penalty, separate, first) if separate else None
+        first_step = _block_minimum(here, w, step, along, objective.penalty, separate) if separate else None
+        first = _line_minimum(here, w, step, along, objective.penalty) if first_step is None else 1.0
         here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, diag,
                                first=first, first_step=first_step)
         if here is None:
@@ -456,14 +456,14 @@ def _line_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: L
 
 
 def _block_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: LogitSpan | None, penalty,
-                   classes: Sequence[int], t: float) -> torch.Tensor | None:
+                   classes: Sequence[int]) -> torch.Tensor | None:
     """The step ``a D_S + b D_rest`` minimising F over (a, b), where D_S is D's blocks of ``classes`` and
     D_rest the others, found like :func:`_line_minimum` from the cached probabilities and D's logit changes
-    (no pass); None where it does not improve on ``t D`` (``t``: the line minimum).
+    (no pass); None where it does not improve on Newton's step D.
 
     A class left without rows has no data term of its own: its curvature falls along the path as its
     logits fall, so Newton's step undersizes its block while sizing the others, and one length along D
-    cannot serve both. phi(a, b) = F(w + a D_S + b D_rest) is convex; damped Newton from (t, t) with
+    cannot serve both. phi(a, b) = F(w + a D_S + b D_rest) is convex; damped Newton from (1, 1) with
     Armijo's test on phi, at most ``LINE_ITERATIONS`` steps.
     """
     slope = float(here.grad @ step)
@@ -487,7 +487,7 @@ def _block_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: 
         return (loss / here.n + float(at_w @ lengths) + 0.5 * float(lengths @ on_step @ lengths),
                 first / here.n + at_w + on_step @ lengths, second / here.n + on_step)
 
-    lengths = torch.tensor([t, t], dtype=torch.float64)
+    lengths = torch.ones(2, dtype=torch.float64)
     start = value = phi(lengths)
     for _ in range(LINE_ITERATIONS):
         value_here, first, second = value
