@@ -512,7 +512,8 @@ def _block_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: 
     a, b = float(lengths[0]), float(lengths[1])
     if not (0 < a <= LINE_MAX and 0 < b <= LINE_MAX and value[0] < start[0]):
         return None
-    return a * parts[0] + b * parts[1]
+    # back to zero-mean biases where the intercept is free: a common bias shift changes no value of F
+    return penalty.project(a * parts[0] + b * parts[1])
 
 
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
@@ -539,7 +540,7 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
             best.certificate, best.w = bound.gradient_bound(there, R, trial), trial
         meter.charge("line_search")
         if first_step is not None:
-            first_step = None  # then the line minimum along the step, as without it
+            first_step = None  # then along the step from t = first
         else:
             t = 1.0 if t > 1.0 else 0.5 * t
     return None, w
