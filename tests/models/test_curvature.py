@@ -136,6 +136,16 @@ def test_rows_left_out_are_left_out_of_every_sum(rng, tmp_path, in_memory, worke
         expected_value, expected_grad = f(theta.numpy() + t * v.numpy())
         assert value == pytest.approx(len(keep) * expected_value, rel=1e-12)
         assert first == pytest.approx(len(keep) * expected_grad @ v.numpy(), rel=1e-10, abs=1e-10)
+    # two groups of classes, each moved by its own length: the rows left out stay out of the sums too
+    own = np.zeros((C, d + 1))
+    own[0] = v.numpy().reshape(C, d + 1)[0]
+    parts = (own.ravel(), v.numpy() - own.ravel())
+    groups = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    value, first, _ = along.loss_along_blocks(torch.tensor([1.8, 0.4], dtype=torch.float64), groups)
+    expected_value, expected_grad = f(theta.numpy() + 1.8 * parts[0] + 0.4 * parts[1])
+    assert value == pytest.approx(len(keep) * expected_value, rel=1e-12)
+    np.testing.assert_allclose(first.numpy(), len(keep) * np.array([expected_grad @ part for part in parts]),
+                               rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("in_place", [False, True])

@@ -224,7 +224,7 @@ class LogitSpan:
         scale = t.to(torch.float64) @ groups
         value = torch.zeros((), dtype=torch.float64)
         first = torch.zeros(k, dtype=torch.float64)
-        weighted = torch.zeros_like(scale)  # sum_i q_ic z_ic^2 per class: the groups are disjoint 0/1 masks
+        weighted = torch.zeros_like(scale)  # sum_i q_ic z_ic^2 per class
         second = torch.zeros(k, k, dtype=torch.float64)
         for log_p, labels, z in zip(self._log_probs, self.cache.labels, self.chunks):
             if not len(z):

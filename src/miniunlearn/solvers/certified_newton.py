@@ -14,7 +14,9 @@ of F along D, found from the cached probabilities at w and D's per-row logit cha
 products formed) without a pass over the rows; Armijo's test on F accepts w + t* D, else
 backtracking from t = 1 does: F never increases, so the method converges from any start on any
 strongly convex instance (a line-search Newton method with descent directions), and the
-certificate, not an iteration count, decides when it is done.
+certificate, not an iteration count, decides when it is done. Classes named ``separate`` (left
+without rows) give D's blocks of theirs a length of their own: the minimiser of F over (a, b) in
+w + a D_S + b D_rest, found the same way, is tried first.
 
 The point certified that way, w + D, is returned as it is: its bound is second order in D plus
 ||residual|| / mu, and it stops the solve the moment it meets the tolerance. An optional *polish*
@@ -63,7 +65,8 @@ POLISH_PRODUCTS = 6
 LINE_ITERATIONS = 30  # safeguarded Newton on the line: each costs O(rows x classes), no pass
 LINE_TOL = 1e-3       # stop at |phi'(t)| <= LINE_TOL |phi'(0)|
 LINE_MAX = 64.0       # the longest step tried along a Newton direction
-BLOCK_TOL = 1e-9      # the block step lengths: stop when Newton's decrement is below BLOCK_TOL |phi'(0)|
+BLOCK_TOL = 1e-9      # the block step lengths: stop when -g^T (Newton step) is below BLOCK_TOL |phi'(0)|
+BLOCK_HALVINGS = 12   # damping of a block Newton step: at most this many halvings
 FORCING_POWER = 0.5  # CG stops at ||residual|| <= min(0.5, ||g||^power) ||g|| (Eisenstat-Walker)
 
 
@@ -296,9 +299,9 @@ def certified_newton_cg(objective: Objective, precondition: Callable[[torch.Tens
         if stop in ("certified", "budget"):
             break
         first_step = _block_minimum(here, w, step, along, objective.penalty, separate) if separate else None
-        first = _line_minimum(here, w, step, along, objective.penalty) if first_step is None else 1.0
         here, w = _line_search(objective, here, w, step, best, curvature_bound, R, spent, meter, diag,
-                               first=first, first_step=first_step)
+                               first=lambda: _line_minimum(here, w, step, along, objective.penalty),
+                               first_step=first_step)
         if here is None:
             result.stop = "budget" if spent() else "line search reached floating-point precision"
             break
@@ -500,33 +503,35 @@ def _block_minimum(here: Curvature, w: torch.Tensor, step: torch.Tensor, along: 
         decrease = float(first @ move)
         if not (math.isfinite(value_here) and decrease < -BLOCK_TOL * abs(slope)):
             break
-        s = 1.0
-        while s > 1e-8:
+        for halving in range(BLOCK_HALVINGS + 1):
+            s = 0.5 ** halving
             trial = phi(lengths + s * move)
             if trial[0] <= value_here + ARMIJO * s * decrease:
                 break
-            s *= 0.5
-        if s <= 1e-8:
+        else:
             break
         lengths, value = lengths + s * move, trial
     a, b = float(lengths[0]), float(lengths[1])
     if not (0 < a <= LINE_MAX and 0 < b <= LINE_MAX and value[0] < start[0]):
         return None
     # back to zero-mean biases where the intercept is free: a common bias shift changes no value of F
-    return penalty.project(a * parts[0] + b * parts[1])
+    moved = penalty.project(a * parts[0] + b * parts[1])
+    # below phi(1, 1) need not be below phi(0, 0) where D overshoots: only a descent step goes to Armijo's test
+    return moved if float(here.grad @ moved) < 0 else None
 
 
 def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: torch.Tensor, best: _Best,
                  bound: _CurvatureBound, R: float, spent, meter: _Meter,
-                 diag: bool | Sequence[int] = False, first: float = 1.0,
+                 diag: bool | Sequence[int] = False, first: Callable[[], float] = lambda: 1.0,
                  first_step: torch.Tensor | None = None) -> tuple[Curvature | None, torch.Tensor]:
     """Armijo backtracking on F: ``first_step`` if given (a descent step, e.g. :func:`_block_minimum`'s),
-    then along ``step`` (a descent direction) from t = ``first`` (then 1, 1/2, ...); each trial is one pass
-    (the accepted one is the next iterate's gradient pass, a rejected one a line-search pass)."""
+    then along ``step`` (a descent direction) from t = ``first()`` (asked only then; then 1, 1/2, ...); each
+    trial is one pass (the accepted one is the next iterate's gradient pass, a rejected one a line-search
+    pass)."""
     slope = float(here.grad @ step)
     if slope >= 0:  # only possible through round-off: fall back to steepest descent
-        step, slope, first, first_step = -here.grad, -float(here.grad @ here.grad), 1.0, None
-    t = first
+        step, slope, first, first_step = -here.grad, -float(here.grad @ here.grad), (lambda: 1.0), None
+    t = 1.0 if first_step is not None else first()
     while t > 1e-12 and not spent():
         moved = first_step if first_step is not None else t * step
         trial = w + moved
@@ -540,7 +545,7 @@ def _line_search(objective: Objective, here: Curvature, w: torch.Tensor, step: t
             best.certificate, best.w = bound.gradient_bound(there, R, trial), trial
         meter.charge("line_search")
         if first_step is not None:
-            first_step = None  # then along the step from t = first
+            first_step, t = None, first()  # then along the step from its line minimum
         else:
             t = 1.0 if t > 1.0 else 0.5 * t
     return None, w
