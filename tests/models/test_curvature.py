@@ -8,17 +8,23 @@ from miniunlearn.models.curvature import LogitSpan
 from tests.helpers import softmax_hessian, softmax_objective
 
 
-@pytest.mark.parametrize("workers", [1, 3])
-def test_the_loss_along_a_step_matches_the_objective_computed_at_each_point(rng, workers):
-    n, d, C = 250, 6, 4
+def _random_step(rng, n, d, C, chunk_rows, workers):
+    """Random rows, a random point theta and a random step, with the step's logit changes over the rows
+    (one product); returns X, y, theta, step, the rows and the :class:`LogitSpan`."""
     X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
     model = LogisticRegression(d, C)
     theta, step = rng.normal(size=model.n_params), rng.normal(size=model.n_params)
-    rows = Rows(X, y, chunk_rows=40, workers=workers)
+    rows = Rows(X, y, chunk_rows=chunk_rows, workers=workers)
     cache = CachedCurvature(model, rows, torch.from_numpy(theta))
     along = LogitSpan(cache)
-    _, logits = cache.hvp_sum_with_logits(torch.from_numpy(step))
-    along.accumulate(logits, 1.0)
+    along.accumulate(cache.hvp_sum_with_logits(torch.from_numpy(step))[1], 1.0)
+    return X, y, theta, step, rows, along
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_the_loss_along_a_step_matches_the_objective_computed_at_each_point(rng, workers):
+    n, d, C = 250, 6, 4
+    X, y, theta, step, rows, along = _random_step(rng, n, d, C, chunk_rows=40, workers=workers)
     read = rows.rows_read
     f = softmax_objective(X, y, C, 0.0)  # the mean loss, no penalty: an independent computation
     for t in (0.0, 0.3, 1.0, 2.5):
@@ -37,13 +43,7 @@ def test_the_loss_with_a_step_length_per_block_matches_the_objective_at_each_poi
     """Classes {1, 3} and the others moved by their own lengths (a, b): loss, gradient and Hessian in (a, b)
     against the objective computed at theta + a D_S + b D_rest and its finite differences."""
     n, d, C = 200, 5, 4
-    X, y = rng.normal(size=(n, d)), rng.integers(0, C, size=n)
-    model = LogisticRegression(d, C)
-    theta, step = rng.normal(size=model.n_params), rng.normal(size=model.n_params)
-    rows = Rows(X, y, chunk_rows=30, workers=workers)
-    cache = CachedCurvature(model, rows, torch.from_numpy(theta))
-    along = LogitSpan(cache)
-    along.accumulate(cache.hvp_sum_with_logits(torch.from_numpy(step))[1], 1.0)
+    X, y, theta, step, rows, along = _random_step(rng, n, d, C, chunk_rows=30, workers=workers)
     read = rows.rows_read
     own = np.zeros((C, d + 1))
     own[[1, 3]] = step.reshape(C, d + 1)[[1, 3]]

@@ -1,6 +1,7 @@
 """Certified Newton-CG: its certificate bounds the distance to an independently computed optimum on
 1,000 random instances (none may violate it), and the bound itself matches its definition."""
 
+import itertools
 import math
 
 import numpy as np
@@ -44,21 +45,31 @@ def _instance(rng, pool):
     return X, y.astype(np.int64), len(labels), l2, keep
 
 
+def _instances(rng, pool):
+    """Random instances of :func:`_instance`, without the draws it rejects."""
+    while True:
+        instance = _instance(rng, pool)
+        if instance is not None:
+            yield instance
+
+
+def _history_and_optima(X, y, C, l2, keep):
+    """What a solve from w_T needs and what checks it: w_T, the retained optimum w_R with its error bound, the
+    model, P (the history's curvature at w_T: the inverse Hessian of all rows) and R."""
+    w_T, _ = reference_optimum(X, y, C, l2)
+    w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
+    P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))
+    R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+    return w_T, w_R, error_R, LogisticRegression(X.shape[1], C), P, R
+
+
 @pytest.mark.slow  # 1,000 instances, each solved four times (scipy twice, the certified solver in both precisions)
 def test_the_certificate_bounds_the_true_distance_on_random_instances(pool):
     """Also with CG's products in float32 (``single``): every point it certifies was checked in float64."""
     rng = np.random.default_rng(2026)
     checked, violations, worst = 0, dict.fromkeys((False, True), 0), dict.fromkeys((False, True), 0.0)
-    while checked < N_INSTANCES:
-        instance = _instance(rng, pool)
-        if instance is None:
-            continue
-        X, y, C, l2, keep = instance
-        w_T, error_T = reference_optimum(X, y, C, l2)
-        w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
-        model = LogisticRegression(X.shape[1], C)
-        P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))  # the history's curvature at w_T
-        R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+    for X, y, C, l2, keep in itertools.islice(_instances(rng, pool), N_INSTANCES):
+        w_T, w_R, error_R, model, P, R = _history_and_optima(X, y, C, l2, keep)
         emptied = [int(c) for c in np.setdiff1d(np.arange(C), y[keep])]  # their blocks get their own length
         for single in (False, True):
             objective = Objective(model, Rows(X[keep], y[keep]), l2)
@@ -80,21 +91,15 @@ def test_deletions_that_empty_a_class_are_certified_with_and_without_separate_bl
     every certificate bounds the distance to the independently computed optimum."""
     rng = np.random.default_rng(31)
     checked = 0
-    while checked < 40:
-        instance = _instance(rng, pool)
-        if instance is None:
-            continue
-        X, y, C, l2, keep = instance
+    for X, y, C, l2, keep in _instances(rng, pool):
+        if checked == 40:
+            break
         present = np.unique(y[keep])
         if len(present) < 3:
             continue
         emptied = int(rng.choice(present))
         keep = keep[y[keep] != emptied]
-        w_T, _ = reference_optimum(X, y, C, l2)
-        w_R, error_R = reference_optimum(X[keep], y[keep], C, l2)
-        model = LogisticRegression(X.shape[1], C)
-        P = torch.from_numpy(np.linalg.inv(softmax_hessian(X, C, l2, w_T)))
-        R = self_concordance_constant(float(np.linalg.norm(X[keep], axis=1).max()))
+        w_T, w_R, error_R, model, P, R = _history_and_optima(X, y, C, l2, keep)
         separate = [int(c) for c in np.setdiff1d(np.arange(C), y[keep])]
         for classes in ((), separate):
             objective = Objective(model, Rows(X[keep], y[keep]), l2)
@@ -110,11 +115,9 @@ def test_with_a_free_intercept_the_local_curvature_certifies_the_zero_mean_bias_
     keeps zero-mean biases and certifies with each iterate's smallest eigenvalue on that subspace."""
     rng = np.random.default_rng(7)
     checked = 0
-    while checked < 30:
-        instance = _instance(rng, pool)
-        if instance is None:
-            continue
-        X, y, C, l2, keep = instance
+    for X, y, C, l2, keep in _instances(rng, pool):
+        if checked == 30:
+            break
         l2 = max(l2, 1e-4)  # the bias directions have only the data's curvature: keep the instances solvable
         if len(np.unique(y[keep])) < C:
             continue
